@@ -1,0 +1,42 @@
+"""detect_anomaly: raise on the first NaN/Inf any op produces, naming the op, phase and user line."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..context import state
+from ..errors import located
+
+
+class detect_anomaly:  # noqa: N801  (torch's name)
+    def __init__(self, check_nan: bool = True) -> None:
+        self.check_nan = check_nan
+
+    def __enter__(self) -> detect_anomaly:
+        self._prev = state.anomaly
+        state.anomaly = self.check_nan
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        state.anomaly = self._prev
+
+
+def _bad(t: Any) -> bool:
+    a = t._data
+    return a is not None and a.dtype.kind == "f" and not np.isfinite(a).all()
+
+
+def check_forward(op: str, outs: list[Any]) -> None:
+    for t in outs:
+        if _bad(t):
+            raise RuntimeError(located(f"detect_anomaly: op '{op}' produced NaN/Inf in its output during the "
+                                       f"{state.phase} phase"))
+
+
+def check_backward(fn: Any, grads: Any) -> None:
+    for i, g in enumerate(grads):
+        if g is not None and _bad(g):
+            where = f" (forward op recorded at {fn.source})" if fn.source else ""
+            raise RuntimeError(f"detect_anomaly: Function '{fn.name()}' returned nan values in its {i}th output "
+                               f"during the backward phase{where}")

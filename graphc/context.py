@@ -1,0 +1,42 @@
+"""Thread-local runtime state: grad mode, anomaly mode, the module path stack, the active tracer."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+
+class _State(threading.local):
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        self.anomaly = False
+        self.module_stack: list[str] = []
+        self.tracer: Any = None  # set by graphc.trace while a function is being traced
+        self.phase = "forward"
+
+
+state = _State()
+
+
+@contextmanager
+def module_scope(name: str) -> Iterator[None]:
+    """Entered by Module.__call__ so nodes can record their module path (layer1.0.conv1)."""
+    state.module_stack.append(name)
+    try:
+        yield
+    finally:
+        state.module_stack.pop()
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Tag nodes recorded inside with a phase: forward, backward or optimizer."""
+    old, state.phase = state.phase, name
+    try:
+        yield
+    finally:
+        state.phase = old
+
+
+def module_path() -> str:
+    return ".".join(p for p in state.module_stack if p)

@@ -1,0 +1,1 @@
+"""Graph -> Graph transformations (and the autodiff walk shared with eager backward)."""

@@ -1,0 +1,170 @@
+"""Reverse-mode autodiff: walk the recorded DAG from the outputs back to the leaves,
+calling each op's VJP rule from the op table.
+
+This one walk serves eager `.backward()` / `gc.autograd.grad` (on the DAG eager ops record)
+and the compiler (tracing records the same DAG, so the VJPs emit backward nodes into the
+graph being built). Only ops that had an input requiring grad were recorded at all, and
+only inputs that need a grad get one: frozen subgraphs cost nothing (JAX's symbolic zeros).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..context import phase, state
+from ..dispatch import apply
+
+BACKWARD_TWICE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after they have "
+    "already been freed). Saved intermediate values of the graph are freed when you call .backward() or "
+    "autograd.grad(). Specify retain_graph=True if you need to backward through the graph a second time or if you "
+    "need to access saved tensors after calling backward."
+)
+
+#: figures of the last walk: how many recorded ops ran a VJP, and how many leaves received a gradient
+last_stats: dict[str, int] = {"nodes_executed": 0, "leaves": 0}
+
+
+class _Ctx:
+    """What a VJP rule sees (graphc.ops.VjpContext)."""
+
+    __slots__ = ("fn", "attrs", "needs", "inputs", "history")
+
+    def __init__(self, fn: Any, history: bool) -> None:
+        self.fn, self.attrs, self.needs, self.inputs, self.history = fn, fn.attrs, fn.needs, fn.inputs, history
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [self.fn.output(i, self.history) for i in range(self.fn.op.nout)]
+
+    def call(self, op: str, *inputs: Any, **attrs: Any) -> Any:
+        return apply(op, inputs, attrs)
+
+
+def _seed_grad(i: int, root: Any, g: Any) -> Any:
+    from ..factories import ones_like
+    from ..tensor import Tensor
+
+    if not root.requires_grad:
+        raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
+    if g is None:
+        if root.numel() != 1:
+            raise RuntimeError("grad can be implicitly created only for scalar outputs")
+        return ones_like(root)
+    if not isinstance(g, Tensor):
+        g = root._lift(g)
+    if g.shape != root.shape:
+        raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and output[{i}] has a "
+                           f"shape of {root.shape}.")
+    return g.to(root.dtype)
+
+
+def _accumulate(leaf: Any, g: Any, create_graph: bool) -> None:
+    if g.dtype != leaf.dtype:
+        g = g.to(leaf.dtype)
+    if leaf.grad is None:
+        if not create_graph and g._data is not None and state.tracer is None:
+            g = g._alias()
+            g._data = g._data.copy()  # .grad owns its memory: VJPs may hand one array to several inputs
+        leaf.grad = g if create_graph else g.detach()
+    elif create_graph or state.tracer is not None or leaf.grad._data is None or not leaf.grad._data.flags.writeable:
+        leaf.grad = leaf.grad + g
+    else:
+        leaf.grad._data += g._data  # torch accumulates into the existing .grad tensor
+
+
+def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], *, retain_graph: bool, create_graph: bool,
+                 inputs: Sequence[Any] | None, accumulate: bool) -> list[Any] | None:
+    from ..autograd.anomaly import check_backward
+    from ..autograd.function import AccumulateGrad, GradFn, accumulator
+
+    prev_grad = state.grad_enabled
+    state.grad_enabled = create_graph
+    try:
+        with phase("backward"):
+            seeds = []
+            for i, (r, g) in enumerate(zip(roots, root_grads)):
+                g = _seed_grad(i, r, g)
+                seeds.append(((r.grad_fn, r._out_index) if r.grad_fn is not None else (accumulator(r), 0), g))
+
+            # which inputs to capture: leaves by accumulator, non-leaves by (grad_fn, output index)
+            want: dict[tuple[int, int], int] = {}
+            for k, t in enumerate(inputs or ()):
+                key = (id(t.grad_fn), t._out_index) if t.grad_fn is not None else (id(accumulator(t)), 0)
+                want[key] = k
+            captured: list[Any] = [None] * len(inputs or ())
+
+            # discover the reachable DAG and count each function's consumers
+            deps: dict[int, int] = {}
+            seen: dict[int, Any] = {}
+            stack = [e[0] for e, _ in seeds if isinstance(e[0], GradFn)]
+            while stack:
+                fn = stack.pop()
+                if id(fn) in seen:
+                    continue
+                seen[id(fn)] = fn
+                for nf, _ in fn.edges:
+                    if isinstance(nf, GradFn):
+                        deps[id(nf)] = deps.get(id(nf), 0) + 1
+                        if id(nf) not in seen:
+                            stack.append(nf)
+
+            buffers: dict[int, list[Any]] = {}
+            n_leaves = 0
+
+            def deliver(edge: tuple[Any, int], g: Any) -> None:
+                nonlocal n_leaves
+                fn, idx = edge
+                if fn is None or g is None:
+                    return
+                if isinstance(fn, AccumulateGrad):
+                    k = want.get((id(fn), 0))
+                    if k is not None:
+                        captured[k] = g if captured[k] is None else captured[k] + g
+                    if accumulate and (inputs is None or k is not None):
+                        _accumulate(fn.variable, g, create_graph)
+                        n_leaves += 1
+                    return
+                slot = buffers.setdefault(id(fn), [None] * fn.op.nout)
+                slot[idx] = g if slot[idx] is None else slot[idx] + g
+
+            for edge, g in seeds:
+                deliver(edge, g)
+            ready = [fn for fn in {id(e[0]): e[0] for e, _ in seeds if isinstance(e[0], GradFn)}.values()
+                     if deps.get(id(fn), 0) == 0]
+            executed = 0
+            while ready:
+                fn = ready.pop()
+                gouts = buffers.pop(id(fn), None)
+                if fn.freed:
+                    raise RuntimeError(BACKWARD_TWICE)
+                if gouts is not None and any(g is not None for g in gouts):
+                    for idx, g in enumerate(gouts):
+                        k = want.get((id(fn), idx))
+                        if k is not None and g is not None:
+                            captured[k] = g
+                        ref = fn.retained.get(idx) if fn.retained else None
+                        t = ref() if ref is not None else None
+                        if t is not None and g is not None:
+                            _accumulate(t, g, create_graph)
+                    grads = fn.op.vjp(_Ctx(fn, create_graph), *gouts)
+                    executed += 1
+                    if state.anomaly:
+                        check_backward(fn, grads)
+                    for edge, need, g in zip(fn.edges, fn.needs, grads):
+                        if need:
+                            deliver(edge, g)
+                for nf, _ in fn.edges:
+                    if isinstance(nf, GradFn):
+                        deps[id(nf)] -= 1
+                        if deps[id(nf)] == 0:
+                            ready.append(nf)
+            last_stats.update(nodes_executed=executed, leaves=n_leaves)
+            if not retain_graph:
+                for fn in seen.values():
+                    fn.release()
+    finally:
+        state.grad_enabled = prev_grad
+    if inputs is not None and not accumulate:
+        return [g if g is None or create_graph else g.detach() for g in captured]
+    return None
