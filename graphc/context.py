@@ -13,6 +13,7 @@ class _State(threading.local):
         self.module_stack: list[str] = []
         self.tracer: Any = None  # set by graphc.trace while a function is being traced
         self.phase = "forward"
+        self.meta_override: dict | None = None  # source/module for nodes derived from another node
 
 
 state = _State()

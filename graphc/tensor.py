@@ -307,7 +307,9 @@ class Tensor:
             return Tensor(other)
         else:
             raise TypeError(f"unsupported operand type for a graphc tensor op: {type(other).__name__}")
-        return Tensor._make(np.asarray(other, dtype=dt.np), None, dt)
+        t = Tensor._make(np.asarray(other, dtype=dt.np), None, dt)
+        t._name = "#const"  # a Python scalar: a tracer may fold it into the graph as a constant
+        return t
 
     def _binary(self, name: str, other: Any, reverse: bool = False) -> Tensor:
         a, b = self, self._lift(other)
@@ -571,7 +573,9 @@ class Tensor:
 
         part = self._lift(value).to(self._dtype).expand(index_shape(self.shape, norm))
         placed = apply("index_grad", (part,), {"index": norm, "shape": self.shape})
-        ones = Tensor._make(np.ones(part.shape, dtype=bool), None, bool_).expand(part.shape)
+        from .factories import ones
+
+        ones = ones(part.shape, dtype=bool_)
         mask = apply("index_grad", (ones,), {"index": norm, "shape": self.shape})
         self._inplace(placed.where(mask, self))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ..context import state
+from ..context import module_path, state
 from ..errors import user_location
 
 
@@ -60,8 +60,12 @@ class GradFn:
         fn.inputs, fn.edges, fn.needs = saved, edges, needs
         fn.out_payload = [(o._data, o._sym, o._dtype) for o in outs]
         fn.retained, fn.freed = None, False
-        fn.source = user_location() if (state.anomaly or state.tracer is not None) else None
-        fn.module = None
+        over = state.meta_override
+        if over is not None:  # replaying a graph: keep the original node's user line
+            fn.source, fn.module = over.get("source"), over.get("module")
+        else:
+            fn.source = user_location() if (state.anomaly or state.tracer is not None) else None
+            fn.module = module_path() if state.tracer is not None else None
         for i, o in enumerate(outs):
             if o._dtype.is_floating_point:
                 o._requires_grad, o.grad_fn, o._out_index = True, fn, i

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir.types import TensorType
-from .registry import Sample, ShapeError, defop, fmt, randn, same_dtype, vjp_of
+from .registry import OPS, Sample, ShapeError, defop, fmt, randn, same_dtype, vjp_of
 
 
 def out_size(n: int, k: int, s: int, p: int, d: int = 1) -> int:
@@ -140,3 +140,17 @@ def _(ctx, g):
 @vjp_of("avg_pool2d_grad")
 def _(ctx, z):
     return (ctx.call("avg_pool2d", z, **_pool_attrs(ctx.attrs)),)
+
+
+def _conv_flops(ins, outs, attrs) -> int:
+    """2 * (output positions) * (Cin/groups * kh * kw) for the forward and both gradients."""
+    if "kernel_size" in attrs and "input_hw" not in attrs:  # weight grad: (x, g) -> w
+        w = outs[0]
+        return 2 * ins[1].numel * w.shape[1] * w.shape[2] * w.shape[3]
+    w = ins[1]
+    positions = outs[0].numel if "input_hw" not in attrs else ins[0].numel
+    return 2 * positions * w.shape[1] * w.shape[2] * w.shape[3]
+
+
+for _n in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
+    OPS[_n].flops = _conv_flops

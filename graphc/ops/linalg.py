@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir.types import TensorType
-from .registry import Sample, ShapeError, broadcast_shapes, defop, randn, same_dtype, vjp_of
+from .registry import OPS, Sample, ShapeError, broadcast_shapes, defop, randn, same_dtype, vjp_of
 
 
 def _matmul(a: TensorType, b: TensorType) -> TensorType:
@@ -34,3 +34,10 @@ def _(ctx, g):
         (g @ b.transpose(-1, -2)).sum_to_size(a.shape) if ctx.needs[0] else None,
         (a.transpose(-1, -2) @ g).sum_to_size(b.shape) if ctx.needs[1] else None,
     )
+
+
+def _matmul_flops(ins, outs, attrs) -> int:
+    return 2 * outs[0].numel * ins[0].shape[-1]
+
+
+OPS["matmul"].flops = _matmul_flops

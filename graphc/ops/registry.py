@@ -42,6 +42,7 @@ class OpDef:
     vjp: Callable[..., Sequence[Any]] | None = None
     nondiff: str | None = None  # why the op has no VJP (comparisons, argmax, random ...)
     samples: Callable[[np.random.Generator], list[Sample]] | None = None
+    flops: Callable[..., int] | None = None  # (input types, output types, attrs) -> flops; default by kind
 
     def infer_types(self, types: Sequence[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
         out = self.infer(*types, **attrs)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..context import phase, state
 from ..dispatch import apply
+from ..ir.graph import Graph
 
 BACKWARD_TWICE = (
     "Trying to backward through the graph a second time (or directly access saved tensors after they have "
@@ -147,7 +148,12 @@ def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], *, retain_grap
                         t = ref() if ref is not None else None
                         if t is not None and g is not None:
                             _accumulate(t, g, create_graph)
-                    grads = fn.op.vjp(_Ctx(fn, create_graph), *gouts)
+                    if state.tracer is not None:  # backward nodes point at the forward op's source line
+                        state.meta_override = {"source": fn.source, "module": fn.module}
+                    try:
+                        grads = fn.op.vjp(_Ctx(fn, create_graph), *gouts)
+                    finally:
+                        state.meta_override = None
                     executed += 1
                     if state.anomaly:
                         check_backward(fn, grads)
@@ -168,3 +174,51 @@ def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], *, retain_grap
     if inputs is not None and not accumulate:
         return [g if g is None or create_graph else g.detach() for g in captured]
     return None
+
+
+def differentiate(g: Graph, wrt: Sequence[int]) -> Graph:
+    """The joint forward+backward graph of g, by the same walk as eager backward.
+
+    The graph is replayed under a tracer with the `wrt` inputs requiring grad; each output
+    that requires grad gets a cotangent input `grad_<name>`. Outputs: g's outputs, then the
+    gradient of every `wrt` input (zeros where an input does not reach any output).
+    """
+    from ..factories import zeros
+    from ..trace import InputSlot, Tracer
+    from ..tensor import Tensor
+
+    tracer = Tracer(g.name, {})
+    env: dict[int, Any] = {}
+    wrt_set = set(wrt)
+    for i, v in enumerate(g.inputs):
+        nv = tracer.graph.add_input(v.name, v.type)
+        tracer.inputs.append(InputSlot("arg", nv.name, i))
+        t = Tensor._make(None, nv, v.type.dtype)
+        t._requires_grad = i in wrt_set and v.type.dtype.is_floating_point
+        env[id(v)] = t
+    prev = (state.tracer, state.grad_enabled, state.meta_override)
+    state.tracer, state.grad_enabled = tracer, True
+    try:
+        for node in g.nodes:
+            state.meta_override = node.meta
+            res = apply(node.op, [env[id(v)] for v in node.inputs], node.attrs)
+            for v, r in zip(node.outputs, res if isinstance(res, tuple) else (res,)):
+                env[id(v)] = r
+        state.meta_override = None
+        outs = [env[id(v)] for v in g.outputs]
+        roots, cts, which = [], [], []
+        for k, (v, t) in enumerate(zip(g.outputs, outs)):
+            if t.requires_grad:
+                cv = tracer.graph.add_input(f"grad_{v.name}", v.type)
+                roots.append(t)
+                cts.append(Tensor._make(None, cv, v.type.dtype))
+                which.append(k)
+        tracer.graph.meta["cotangents"] = which  # output index of each cotangent input
+        wrt_tensors = [env[id(g.inputs[i])] for i in wrt]
+        grads = run_backward(roots, cts, retain_graph=True, create_graph=False, inputs=wrt_tensors,
+                             accumulate=False) if roots else [None] * len(wrt)
+        grads = [gr if gr is not None else zeros(t.shape, dtype=t.dtype) for gr, t in zip(grads, wrt_tensors)]
+        tracer.graph.outputs = [t._sym for t in outs] + [tracer.value_of(gr) for gr in grads]
+    finally:
+        state.tracer, state.grad_enabled, state.meta_override = prev
+    return tracer.graph

@@ -1,0 +1,316 @@
+"""gc.compile: guards and a cache in front of trace -> passes -> backend codegen.
+
+A CompiledFunction keys its cache on everything that changes the traced graph (argument
+structure, shapes, dtypes, requires_grad flags, grad mode, train/eval flags, parameter
+identity and shapes, optimizer state layout); a miss is explained as a diff against the
+nearest earlier key. `lower()` gives the static graph ahead of time, `compile()` the
+Executable. A compiled function called on tensors that require grad returns tensors whose
+`.backward()` runs a compiled backward graph (the joint graph partitioned in two).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .context import state
+from .ir.graph import Graph
+from .ops.registry import OpDef
+from .passes.autodiff import differentiate
+from .passes.manager import PassRecord, run_passes
+from .passes.partition import partition
+from .passes.simplify import DEFAULT_PIPELINE
+from .pytree import flatten, unflatten
+from .tensor import Tensor
+from .trace import Traced, find_state_owners, state_names, trace
+
+
+# ---- cache keys ----------------------------------------------------------------------------------
+
+def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> dict[str, tuple]:
+    """Everything the traced graph depends on, as {readable path: (field, value) pairs}."""
+    from .trace import _arg_name
+
+    desc: dict[str, tuple] = {"(structure)": (("tree", flatten((args, kwargs))[1]),),
+                              "(grad mode)": (("enabled", state.grad_enabled),)}
+    for path, leaf in flatten((args, kwargs))[0]:
+        name = _arg_name(path, arg_names)
+        if isinstance(leaf, Tensor):
+            desc[name] = (("shape", leaf.shape), ("dtype", leaf.dtype.name), ("requires_grad", leaf.requires_grad))
+        else:
+            desc[name] = (("value", leaf if isinstance(leaf, (int, float, str, bool, type(None))) else id(leaf)),)
+    modules, optims = find_state_owners(fn, args)
+    names = state_names(modules, optims)
+    for var, m in modules.items():
+        pre = f"{var}." if var else ""
+        for n, sub in m.named_modules():
+            desc[f"{pre}{n or '(module)'}.training"] = (("training", sub.training),)
+        for n, p in list(m.named_parameters()) + list(m.named_buffers()):
+            desc[pre + n] = (("tensor", id(p)), ("shape", p.shape), ("dtype", p.dtype.name),
+                             ("requires_grad", p.requires_grad), ("grad", None if p.grad is None else p.grad.shape))
+    for var, opt in optims.items():
+        for gi, group in enumerate(opt.param_groups):
+            hyper = tuple((k, v) for k, v in group.items() if k != "params")
+            desc[f"{var}.param_groups[{gi}]"] = (("params", tuple(id(p) for p in group["params"])),) + hyper
+        for p, st in opt.state.items():
+            pname = names.get(id(p), ("", f"param@{id(p)}", None))[1]
+            desc[f"{var}.state[{pname}]"] = tuple(
+                (k, (v.shape, v.dtype.name) if isinstance(v, Tensor) else v) for k, v in st.items())
+    return desc
+
+
+def _freeze(desc: dict[str, tuple]) -> tuple:
+    return tuple(sorted(desc.items(), key=lambda kv: kv[0]))
+
+
+def explain_miss(old: dict[str, tuple], new: dict[str, tuple]) -> list[str]:
+    """Readable differences between two cache keys: ['x: shape (3,) -> (4,)', ...]."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if a is None or b is None:
+            out.append(f"{k}: {'new' if a is None else 'gone'}")
+            continue
+        da, db = dict(a), dict(b)
+        for f in dict.fromkeys(list(da) + list(db)):
+            if da.get(f) != db.get(f):
+                what = "a different tensor object" if f == "tensor" else f"{da.get(f)!r} -> {db.get(f)!r}"
+                out.append(f"{k}: {f} {what}" if f != "tensor" else f"{k}: {what}")
+    return out
+
+
+@dataclass
+class CacheInfo:
+    entries: int
+    builds: int
+    calls: int
+    reasons: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.entries} graph(s) built over {self.calls} call(s)"]
+        lines += [f"  recompile {i + 1}: {r}" for i, r in enumerate(self.reasons)]
+        return "\n".join(lines)
+
+
+# ---- lowering -----------------------------------------------------------------------------------
+
+class Lowered:
+    """The static graph(s) for one set of argument types, before code generation."""
+
+    def __init__(self, traced: Traced, backend: str, optimize: bool = True):
+        self.traced = traced
+        self.backend = backend
+        self.stages: list[tuple[str, Graph]] = [("traced", traced.graph)]
+        self.report: list[PassRecord] = []
+        self.partition = None
+        g = traced.graph
+        wrt = [i for i, s in enumerate(traced.inputs) if _slot_requires_grad(s)]
+        self.needs_backward = (state.grad_enabled and bool(wrt) and any(o.requires_grad for o in traced.outputs)
+                               and not any(o.kind == "grad" for o in traced.outputs))
+        if self.needs_backward:
+            g = differentiate(g, wrt).verify()
+            self.stages.append(("autodiff", g))
+        self.wrt = wrt
+        if optimize:
+            g, self.report = run_passes(g, DEFAULT_PIPELINE, keep=self.stages)
+        self.graph = g
+        if self.needs_backward:
+            self.partition = partition(g, len(traced.graph.inputs), len(traced.graph.outputs))
+
+    def as_text(self) -> str:
+        from .ir.printer import format_graph
+
+        parts = [format_graph(self.graph)]
+        if self.report:
+            parts.append("# passes: " + "; ".join(str(r) for r in self.report))
+        return "\n".join(parts)
+
+    def cost_analysis(self) -> dict[str, Any]:
+        from .ops.cost import graph_cost
+
+        return graph_cost(self.graph)
+
+    def dump(self, path: str, format: str = "text") -> None:
+        from .viz import render
+
+        with open(path, "w") as f:
+            f.write(render(self, format))
+
+    def compile(self) -> Executable:
+        return Executable(self)
+
+
+def _slot_requires_grad(slot: Any) -> bool:
+    return slot.requires_grad and slot.kind != "grad"
+
+
+# ---- executables ----------------------------------------------------------------------------------
+
+class Executable:
+    """Generated code for one Lowered graph plus the calling convention around it."""
+
+    def __init__(self, lowered: Lowered):
+        from .backends.numpy.codegen import generate
+
+        self.lowered = lowered
+        t = lowered.traced
+        self.inputs, self.outputs, self.out_tree, self.out_static = t.inputs, t.outputs, t.out_tree, t.out_static
+        if lowered.partition is not None:
+            p = lowered.partition
+            self.source, self._fn = generate(p.forward, "forward")
+            bsrc, self._bwd = generate(p.backward, "backward")
+            self.source += "\n" + bsrc
+            self._n_saved = p.n_saved
+            self._cotangents = lowered.graph.meta["cotangents"]
+            self._op = OpDef(f"compiled_{t.graph.name}", lambda *a, **k: None, kind="opaque",
+                             nout=len(self._cotangents), vjp=self._vjp)
+        else:
+            self.source, self._fn = generate(lowered.graph, "step")
+            self._bwd = None
+
+    def _gather(self, args: tuple, kwargs: dict) -> list[Any]:
+        from .factories import _rng
+
+        leaves = [leaf for _, leaf in flatten((args, kwargs))[0]]
+        arrays = []
+        for s in self.inputs:
+            if s.kind == "arg":
+                arrays.append(leaves[s.ref]._data)
+            elif s.kind == "seed":
+                arrays.append(np.int64(_rng.integers(0, 2**62)))
+            elif s.kind == "grad":
+                arrays.append(s.ref.grad._data)
+            else:
+                arrays.append(s.ref._data)
+        return arrays
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        arrays = self._gather(args, kwargs)
+        outs = self._fn(*arrays)
+        n_out = len(self.outputs)
+        saved = outs[n_out:]
+        results = []
+        # every output is computed before anything is written back: a failing call changes nothing
+        for slot, a in zip(self.outputs, outs[:n_out]):
+            a = np.asarray(a)
+            if slot.kind == "result":
+                results.append(Tensor._make(a, None, _dtype(a)))
+                continue
+            if a.base is not None or not a.flags.writeable:
+                a = a.copy()  # state owns its memory
+            if slot.kind == "grad":
+                slot.ref.grad = Tensor._make(a, None, slot.ref.dtype)
+            else:  # update, new_state
+                slot.ref._data, slot.ref._sym = a, None
+                slot.ref._version += 1
+        if self._bwd is not None and state.grad_enabled:
+            diff_results = [results[i] for i in self._cotangents_results()]
+            ins = [self._input_tensor(s, args, kwargs) for s in (self.inputs[i] for i in self.lowered.wrt)]
+            from .autograd.function import GradFn
+
+            GradFn.record(self._op, {"saved": saved}, ins, diff_results)
+        it = iter(results)
+        leaves = [next(it) if s is None else s for s in self.out_static]
+        return unflatten(self.out_tree, leaves)
+
+    def _cotangents_results(self) -> list[int]:
+        # cotangents index graph outputs; results come first among outputs, in order
+        result_pos = [i for i, o in enumerate(self.outputs) if o.kind == "result"]
+        return [result_pos.index(k) for k in self._cotangents]
+
+    def _input_tensor(self, slot: Any, args: tuple, kwargs: dict) -> Tensor:
+        if slot.kind == "arg":
+            return [leaf for _, leaf in flatten((args, kwargs))[0]][slot.ref]
+        return slot.ref
+
+    def _vjp(self, ctx: Any, *gouts: Any) -> tuple:
+        if ctx.history:
+            raise RuntimeError("create_graph=True through a compiled function is not supported yet; "
+                               "differentiate the eager function instead")
+        cts = [np.zeros(o.shape, o.dtype.np) if g is None else g._data
+               for g, o in zip(gouts, ctx.outputs)]
+        grads = self._bwd(*ctx.attrs["saved"], *cts)
+        out = []
+        for g, t, need in zip(grads, ctx.inputs, ctx.needs):
+            out.append(Tensor._make(np.asarray(g), None, t.dtype) if need else None)
+        return tuple(out)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {s.name: s.ref._data for s in self.inputs if s.kind in ("param", "buffer", "state")}
+
+
+def _dtype(a: np.ndarray) -> Any:
+    from .ir.types import dtype_of
+
+    return dtype_of(a.dtype)
+
+
+# ---- the decorator ----------------------------------------------------------------------------------
+
+class CompiledFunction:
+    def __init__(self, fn: Callable, backend: str = "numpy", dump: str | None = None, optimize: bool = True):
+        if backend not in ("numpy",):
+            raise ValueError(f"unknown backend {backend!r}; available: 'numpy'")
+        self.fn, self.backend, self.dump_dir, self.optimize = fn, backend, dump, optimize
+        target = fn.forward if hasattr(fn, "forward") and hasattr(fn, "named_parameters") else fn
+        try:
+            self.arg_names = [p for p in inspect.signature(target).parameters]
+        except (TypeError, ValueError):
+            self.arg_names = []
+        self.name = getattr(target, "__name__", type(fn).__name__)
+        self._cache: dict[tuple, Executable] = {}
+        self._keys: list[dict[str, tuple]] = []
+        self._reasons: list[str] = []
+        self._calls = 0
+        self._lock = threading.RLock()
+        functools.update_wrapper(self, target, updated=())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        desc = _describe(self.fn, args, kwargs, self.arg_names)
+        key = _freeze(desc)
+        with self._lock:
+            self._calls += 1
+            exe = self._cache.get(key)
+            if exe is None:
+                exe = self._build(args, kwargs, desc, key)
+        return exe(*args, **kwargs)
+
+    def _trace(self, args: tuple, kwargs: dict) -> Traced:
+        modules, optims = find_state_owners(self.fn, args)
+        return trace(self.fn, args, kwargs, name=self.name, names=state_names(modules, optims), optims=optims,
+                     arg_names=self.arg_names)
+
+    def _build(self, args: tuple, kwargs: dict, desc: dict, key: tuple) -> Executable:
+        if self._keys:
+            nearest = min(self._keys, key=lambda k: len(explain_miss(k, desc)))
+            self._reasons.append("; ".join(explain_miss(nearest, desc)) or "unknown")
+        lowered = Lowered(self._trace(args, kwargs), self.backend, self.optimize)
+        exe = lowered.compile()
+        self._cache[key] = exe
+        self._keys.append(desc)
+        return exe
+
+    def lower(self, *args: Any, **kwargs: Any) -> Lowered:
+        """The static graph for these argument types, ahead of time (nothing is run or cached)."""
+        return Lowered(self._trace(args, kwargs), self.backend, self.optimize)
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(len(self._cache), len(self._keys), self._calls, list(self._reasons))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fn, name)
+
+
+def compile(fn: Callable | None = None, *, backend: str = "numpy", dump: str | None = None,
+            optimize: bool = True) -> Any:
+    """@gc.compile or gc.compile(fn_or_module, backend="numpy"): trace on first call, then run generated code."""
+    if fn is None:
+        return lambda f: CompiledFunction(f, backend, dump, optimize)
+    return CompiledFunction(fn, backend, dump, optimize)

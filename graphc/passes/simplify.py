@@ -1,0 +1,120 @@
+"""Simplification passes, each a pure Graph -> Graph function: dead-code elimination,
+common-subexpression elimination, constant folding and algebraic identities."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Graph, Node, Value
+from ..ir.rewrite import extract, rewrite
+from ..ops import OPS
+
+
+def dce(g: Graph) -> Graph:
+    """Drop nodes no output depends on (inputs stay: they are the calling convention)."""
+    return extract(g, g.inputs, g.outputs)
+
+
+def _freeze(a: Any) -> Any:
+    if isinstance(a, (list, tuple)):
+        return tuple(_freeze(x) for x in a)
+    if isinstance(a, float) and a != a:
+        return "nan"
+    return a
+
+
+def cse(g: Graph) -> Graph:
+    """Merge nodes with the same op, inputs and attrs (op equality from attributes, as in PyTensor)."""
+    seen: dict[tuple, list[Value]] = {}
+
+    def visit(node: Node, ins: list[Value], new: Graph) -> list[Value] | None:
+        if OPS[node.op].kind == "random":
+            return None
+        key = (node.op, tuple(id(v) for v in ins), tuple(sorted((k, _freeze(a)) for k, a in node.attrs.items())))
+        hit = seen.get(key)
+        if hit is not None:
+            return hit
+        from ..ir.rewrite import copy_node
+
+        tmp: dict[int, Value] = {}
+        nn = copy_node(new, node, ins, tmp)
+        seen[key] = nn.outputs
+        return nn.outputs
+
+    return rewrite(g, visit)
+
+
+def _const(v: Value) -> Any:
+    """The scalar value of a `full` node's output, else None."""
+    p = v.producer
+    return p.attrs["value"] if p is not None and p.op == "full" else None
+
+
+def fold_constants(g: Graph) -> Graph:
+    """Evaluate elementwise ops and views whose inputs are all uniform constants (`full`)."""
+    from ..backends.numpy import KERNELS
+
+    def visit(node: Node, ins: list[Value], new: Graph) -> list[Value] | None:
+        op = OPS[node.op]
+        if not ins or op.kind not in ("elementwise", "view") or node.op == "index" or len(node.outputs) != 1:
+            return None
+        vals = [_const(v) for v in ins]
+        if any(x is None for x in vals):
+            return None
+        arrays = [np.asarray(x, dtype=v.type.dtype.np) for x, v in zip(vals, ins)]
+        attrs = dict(node.attrs)
+        if node.op in ("reshape", "expand"):
+            value = arrays[0]
+        else:
+            value = np.asarray(KERNELS[node.op](*arrays, **attrs))
+        out = node.outputs[0]
+        nn = new.add_node("full", [], {"shape": out.type.shape, "value": value.item(), "dtype": out.type.dtype.name},
+                          [out.type], node.meta, names=[out.name])
+        return nn.outputs
+
+    return rewrite(g, visit)
+
+
+def algebraic(g: Graph) -> Graph:
+    """x*1, x+0, x-0, x/1, neg(neg x), double permute, reshape of reshape, no-op reshape/expand/cast."""
+
+    def same_type(v: Value, node: Node) -> bool:
+        return v.type == node.outputs[0].type
+
+    def visit(node: Node, ins: list[Value], new: Graph) -> list[Value] | None:
+        op = node.op
+        if op in ("mul", "add", "sub", "div"):
+            a, b = ins
+            unit = 1 if op in ("mul", "div") else 0
+            if _const(b) == unit and same_type(a, node):
+                return [a]
+            if op in ("mul", "add") and _const(a) == unit and same_type(b, node):
+                return [b]
+        if op in ("reshape", "expand") and ins[0].type == node.outputs[0].type:
+            return [ins[0]]
+        if op == "cast" and ins[0].type == node.outputs[0].type:
+            return [ins[0]]
+        p = ins[0].producer if ins else None
+        if p is None:
+            return None
+        if op == "neg" and p.op == "neg":
+            return [p.inputs[0]]
+        if op == "reshape" and p.op == "reshape":
+            if p.inputs[0].type.shape == node.attrs["shape"]:
+                return [p.inputs[0]]
+            return new.add_node("reshape", [p.inputs[0]], node.attrs, [node.outputs[0].type], node.meta,
+                                names=[node.outputs[0].name]).outputs
+        if op == "permute" and p.op == "permute":
+            inner, outer = p.attrs["perm"], node.attrs["perm"]
+            perm = tuple(inner[i] for i in outer)
+            if perm == tuple(range(len(perm))):
+                return [p.inputs[0]]
+            return new.add_node("permute", [p.inputs[0]], {"perm": perm}, [node.outputs[0].type], node.meta,
+                                names=[node.outputs[0].name]).outputs
+        return None
+
+    return rewrite(g, visit)
+
+
+DEFAULT_PIPELINE = (("fold_constants", fold_constants), ("algebraic", algebraic), ("cse", cse), ("dce", dce))
