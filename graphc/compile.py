@@ -112,10 +112,12 @@ class Lowered:
         self.partition = None
         g = traced.graph
         wrt = [i for i, s in enumerate(traced.inputs) if _slot_requires_grad(s)]
-        self.needs_backward = (state.grad_enabled and bool(wrt) and any(o.requires_grad for o in traced.outputs)
-                               and not any(o.kind == "grad" for o in traced.outputs))
+        diff_outs = [i for i, o in enumerate(traced.outputs) if o.kind == "result" and o.requires_grad]
+        # a training step (backward called inside) returns plain tensors; otherwise results carry a compiled backward
+        has_backward = any(n.meta.get("phase") == "backward" for n in g.nodes)
+        self.needs_backward = state.grad_enabled and bool(wrt) and bool(diff_outs) and not has_backward
         if self.needs_backward:
-            g = differentiate(g, wrt).verify()
+            g = differentiate(g, wrt, diff_outs).verify()
             self.stages.append(("autodiff", g))
         self.wrt = wrt
         if optimize:
@@ -237,10 +239,9 @@ class Executable:
         cts = [np.zeros(o.shape, o.dtype.np) if g is None else g._data
                for g, o in zip(gouts, ctx.outputs)]
         grads = self._bwd(*ctx.attrs["saved"], *cts)
-        out = []
-        for g, t, need in zip(grads, ctx.inputs, ctx.needs):
-            out.append(Tensor._make(np.asarray(g), None, t.dtype) if need else None)
-        return tuple(out)
+        unused = set(self.lowered.graph.meta.get("unused", ()))
+        return tuple(Tensor._make(np.asarray(g), None, t.dtype) if need and k not in unused else None
+                     for k, (g, t, need) in enumerate(zip(grads, ctx.inputs, ctx.needs)))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {s.name: s.ref._data for s in self.inputs if s.kind in ("param", "buffer", "state")}

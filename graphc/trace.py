@@ -73,7 +73,28 @@ def find_state_owners(fn: Callable, args: tuple) -> tuple[dict[str, Any], dict[s
         cands.setdefault(f"arg{i}", a)
     modules = {k: v for k, v in cands.items() if hasattr(v, "named_parameters") and hasattr(v, "named_buffers")}
     optims = {k: v for k, v in cands.items() if hasattr(v, "param_groups") and hasattr(v, "state")}
+    tensors = {k: v for k, v in cands.items() if isinstance(v, Tensor) and not k.startswith("arg")}
+    if tensors:
+        modules = {**modules, "": _Captured(tensors)} if "" not in modules else modules
     return modules, optims
+
+
+class _Captured:
+    """Tensors a function reaches through globals or closure cells, named by their variable."""
+
+    training = True
+
+    def __init__(self, tensors: dict[str, Tensor]):
+        self.tensors = tensors
+
+    def named_parameters(self):
+        return [(k, v) for k, v in self.tensors.items() if v.requires_grad]
+
+    def named_buffers(self):
+        return [(k, v) for k, v in self.tensors.items() if not v.requires_grad]
+
+    def named_modules(self):
+        return []
 
 
 Names = dict[int, tuple[str, str, Any]]

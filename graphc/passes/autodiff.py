@@ -176,11 +176,11 @@ def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], *, retain_grap
     return None
 
 
-def differentiate(g: Graph, wrt: Sequence[int]) -> Graph:
+def differentiate(g: Graph, wrt: Sequence[int], outs: Sequence[int] | None = None) -> Graph:
     """The joint forward+backward graph of g, by the same walk as eager backward.
 
     The graph is replayed under a tracer with the `wrt` inputs requiring grad; each output
-    that requires grad gets a cotangent input `grad_<name>`. Outputs: g's outputs, then the
+    listed in `outs` (default: all) that depends on them gets a cotangent input `grad_<name>`. Outputs: g's outputs, then the
     gradient of every `wrt` input (zeros where an input does not reach any output).
     """
     from ..factories import zeros
@@ -205,10 +205,11 @@ def differentiate(g: Graph, wrt: Sequence[int]) -> Graph:
             for v, r in zip(node.outputs, res if isinstance(res, tuple) else (res,)):
                 env[id(v)] = r
         state.meta_override = None
-        outs = [env[id(v)] for v in g.outputs]
+        results = [env[id(v)] for v in g.outputs]
+        chosen = set(range(len(g.outputs)) if outs is None else outs)
         roots, cts, which = [], [], []
-        for k, (v, t) in enumerate(zip(g.outputs, outs)):
-            if t.requires_grad:
+        for k, (v, t) in enumerate(zip(g.outputs, results)):
+            if t.requires_grad and k in chosen:
                 cv = tracer.graph.add_input(f"grad_{v.name}", v.type)
                 roots.append(t)
                 cts.append(Tensor._make(None, cv, v.type.dtype))
@@ -217,8 +218,9 @@ def differentiate(g: Graph, wrt: Sequence[int]) -> Graph:
         wrt_tensors = [env[id(g.inputs[i])] for i in wrt]
         grads = run_backward(roots, cts, retain_graph=True, create_graph=False, inputs=wrt_tensors,
                              accumulate=False) if roots else [None] * len(wrt)
+        tracer.graph.meta["unused"] = [k for k, gr in enumerate(grads) if gr is None]  # as eager: .grad stays None
         grads = [gr if gr is not None else zeros(t.shape, dtype=t.dtype) for gr, t in zip(grads, wrt_tensors)]
-        tracer.graph.outputs = [t._sym for t in outs] + [tracer.value_of(gr) for gr in grads]
+        tracer.graph.outputs = [t._sym for t in results] + [tracer.value_of(gr) for gr in grads]
     finally:
         state.tracer, state.grad_enabled, state.meta_override = prev
     return tracer.graph

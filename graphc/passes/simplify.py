@@ -64,7 +64,7 @@ def fold_constants(g: Graph) -> Graph:
             return None
         arrays = [np.asarray(x, dtype=v.type.dtype.np) for x, v in zip(vals, ins)]
         attrs = dict(node.attrs)
-        if node.op in ("reshape", "expand"):
+        if op.kind == "view":  # a uniform tensor stays uniform under any view
             value = arrays[0]
         else:
             value = np.asarray(KERNELS[node.op](*arrays, **attrs))
@@ -77,7 +77,7 @@ def fold_constants(g: Graph) -> Graph:
 
 
 def algebraic(g: Graph) -> Graph:
-    """x*1, x+0, x-0, x/1, neg(neg x), double permute, reshape of reshape, no-op reshape/expand/cast."""
+    """x*1, x+0, x-0, x/1, x**1, neg(neg x), double permute, reshape of reshape, no-op reshape/expand/cast."""
 
     def same_type(v: Value, node: Node) -> bool:
         return v.type == node.outputs[0].type
@@ -91,6 +91,8 @@ def algebraic(g: Graph) -> Graph:
                 return [a]
             if op in ("mul", "add") and _const(a) == unit and same_type(b, node):
                 return [b]
+        if op == "pow" and _const(ins[1]) == 1 and same_type(ins[0], node):
+            return [ins[0]]
         if op in ("reshape", "expand") and ins[0].type == node.outputs[0].type:
             return [ins[0]]
         if op == "cast" and ins[0].type == node.outputs[0].type:
