@@ -4,7 +4,7 @@ The public names of SPEC.md and nothing else.
 """
 from . import autograd, ops
 from .autograd import detect_anomaly, enable_grad, no_grad, set_grad_enabled, is_grad_enabled
-from .compile import compile
+from .compile import compile, load
 from .errors import TraceError
 from .factories import (
     arange, as_tensor, empty, from_numpy, full, full_like, manual_seed, ones, ones_like, rand, rand_like, randn,
@@ -27,7 +27,7 @@ long = int64
 __version__ = "0.1.0"
 
 __all__ = [
-    "DType", "ShapeError", "Tensor", "TraceError", "abs", "compile", "add", "amax", "amin", "arange", "argmax", "argmin",
+    "DType", "ShapeError", "Tensor", "TraceError", "abs", "compile", "load", "add", "amax", "amin", "arange", "argmax", "argmin",
     "as_tensor", "autograd", "bool", "cat", "clamp", "concat", "cos", "detect_anomaly", "div", "double", "empty",
     "enable_grad", "eq", "exp", "flatten", "float", "float32", "float64", "from_numpy", "full", "full_like", "ge",
     "gt", "int32", "int64", "is_grad_enabled", "le", "log", "log_softmax", "logsumexp", "long", "lt", "manual_seed",

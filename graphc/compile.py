@@ -156,31 +156,58 @@ def _slot_requires_grad(slot: Any) -> bool:
 # ---- executables ----------------------------------------------------------------------------------
 
 class Executable:
-    """Generated code for one Lowered graph plus the calling convention around it."""
+    """Generated code for one static graph plus its calling convention: where each input comes
+    from (argument, parameter, buffer, optimizer state, seed) and where each output goes."""
 
     def __init__(self, lowered: Lowered):
+        t = lowered.traced
+        self.lowered = lowered
+        self.inputs, self.outputs, self.out_tree, self.out_static = t.inputs, t.outputs, t.out_tree, t.out_static
+        self.in_tree, self.arg_types, self.in_static = t.in_tree, t.arg_types, t.in_static
+        self._unused: set[int] = set(lowered.graph.meta.get("unused", ()))
+        self._wrt = lowered.wrt
+        if lowered.partition is not None:
+            self._setup(lowered.partition.forward, lowered.partition.backward, lowered.graph.meta["cotangents"])
+        else:
+            self._setup(lowered.graph, None, [])
+
+    def _setup(self, graph: Graph, backward: Graph | None, cotangents: list[int]) -> None:
         from .backends.numpy.codegen import generate
 
-        self.lowered = lowered
-        t = lowered.traced
-        self.inputs, self.outputs, self.out_tree, self.out_static = t.inputs, t.outputs, t.out_tree, t.out_static
-        if lowered.partition is not None:
-            p = lowered.partition
-            self.source, self._fn = generate(p.forward, "forward")
-            bsrc, self._bwd = generate(p.backward, "backward")
+        self.graph = graph
+        self.source, self._fn = generate(graph, "forward" if backward is not None else "step")
+        self._bwd = None
+        if backward is not None:
+            bsrc, self._bwd = generate(backward, "backward")
             self.source += "\n" + bsrc
-            self._n_saved = p.n_saved
-            self._cotangents = lowered.graph.meta["cotangents"]
-            self._op = OpDef(f"compiled_{t.graph.name}", lambda *a, **k: None, kind="opaque",
-                             nout=len(self._cotangents), vjp=self._vjp)
-        else:
-            self.source, self._fn = generate(lowered.graph, "step")
-            self._bwd = None
+            self._cotangents = cotangents
+            self._op = OpDef(f"compiled_{graph.name}", lambda *a, **k: None, kind="opaque",
+                             nout=len(cotangents), vjp=self._vjp)
 
-    def _gather(self, args: tuple, kwargs: dict) -> list[Any]:
+    # ---- calling ----------------------------------------------------------------------------------
+    def _leaves(self, args: tuple, kwargs: dict) -> list[Any]:
+        leaves = [leaf for _, leaf in flatten((args, kwargs))[0]]
+        tensors = [x for x in leaves if isinstance(x, Tensor)]
+        if len(tensors) != len(self.arg_types) or len(leaves) != len(self.in_static):
+            raise TypeError(f"{self.graph.name}() takes {len(self.arg_types)} tensor argument(s) and "
+                            f"{len(self.in_static) - len(self.arg_types)} other value(s), as when it was compiled; "
+                            f"got {len(tensors)} tensor(s) and {len(leaves) - len(tensors)} other value(s)")
+        k = 0
+        for i, (leaf, static) in enumerate(zip(leaves, self.in_static)):
+            if isinstance(leaf, Tensor):
+                want = self.arg_types[k]
+                if leaf.shape != want.shape or leaf.dtype != want.dtype:
+                    raise TypeError(f"{self.graph.name}(): tensor argument {k} has type {leaf.type}, but the "
+                                    f"executable was compiled for {want}")
+                k += 1
+            elif leaf != static:
+                raise TypeError(f"{self.graph.name}(): argument {i} is {leaf!r}, but the executable was compiled "
+                                f"with the static value {static!r}")
+        return leaves
+
+    def _gather(self, leaves: list[Any]) -> list[Any]:
         from .factories import _rng
 
-        leaves = [leaf for _, leaf in flatten((args, kwargs))[0]]
         arrays = []
         for s in self.inputs:
             if s.kind == "arg":
@@ -194,8 +221,8 @@ class Executable:
         return arrays
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        arrays = self._gather(args, kwargs)
-        outs = self._fn(*arrays)
+        leaves = self._leaves(args, kwargs)
+        outs = self._fn(*self._gather(leaves))
         n_out = len(self.outputs)
         saved = outs[n_out:]
         results = []
@@ -213,38 +240,88 @@ class Executable:
                 slot.ref._data, slot.ref._sym = a, None
                 slot.ref._version += 1
         if self._bwd is not None and state.grad_enabled:
-            diff_results = [results[i] for i in self._cotangents_results()]
-            ins = [self._input_tensor(s, args, kwargs) for s in (self.inputs[i] for i in self.lowered.wrt)]
             from .autograd.function import GradFn
 
+            result_pos = [i for i, o in enumerate(self.outputs) if o.kind == "result"]
+            diff_results = [results[result_pos.index(k)] for k in self._cotangents]
+            ins = [leaves[s.ref] if s.kind == "arg" else s.ref for s in (self.inputs[i] for i in self._wrt)]
             GradFn.record(self._op, {"saved": saved}, ins, diff_results)
         it = iter(results)
-        leaves = [next(it) if s is None else s for s in self.out_static]
-        return unflatten(self.out_tree, leaves)
-
-    def _cotangents_results(self) -> list[int]:
-        # cotangents index graph outputs; results come first among outputs, in order
-        result_pos = [i for i, o in enumerate(self.outputs) if o.kind == "result"]
-        return [result_pos.index(k) for k in self._cotangents]
-
-    def _input_tensor(self, slot: Any, args: tuple, kwargs: dict) -> Tensor:
-        if slot.kind == "arg":
-            return [leaf for _, leaf in flatten((args, kwargs))[0]][slot.ref]
-        return slot.ref
+        return unflatten(self.out_tree, [next(it) if s is None else s for s in self.out_static])
 
     def _vjp(self, ctx: Any, *gouts: Any) -> tuple:
         if ctx.history:
             raise RuntimeError("create_graph=True through a compiled function is not supported yet; "
                                "differentiate the eager function instead")
-        cts = [np.zeros(o.shape, o.dtype.np) if g is None else g._data
-               for g, o in zip(gouts, ctx.outputs)]
+        cts = [np.zeros(o.shape, o.dtype.np) if g is None else g._data for g, o in zip(gouts, ctx.outputs)]
         grads = self._bwd(*ctx.attrs["saved"], *cts)
-        unused = set(self.lowered.graph.meta.get("unused", ()))
-        return tuple(Tensor._make(np.asarray(g), None, t.dtype) if need and k not in unused else None
+        return tuple(Tensor._make(np.asarray(g), None, t.dtype) if need and k not in self._unused else None
                      for k, (g, t, need) in enumerate(zip(grads, ctx.inputs, ctx.needs)))
 
+    # ---- state and artifacts ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
+        """Current parameters, buffers and optimizer state, by graph input name."""
         return {s.name: s.ref._data for s in self.inputs if s.kind in ("param", "buffer", "state")}
+
+    def saved_graph(self) -> Graph:
+        """The graph an artifact stores: the step itself (a forward graph keeps only its results)."""
+        if self._bwd is None:
+            return self.graph
+        from .ir.rewrite import extract
+
+        return extract(self.graph, self.graph.inputs, self.graph.outputs[:len(self.outputs)])
+
+    def save(self, path: str) -> None:
+        from .io.artifact import save_artifact
+
+        save_artifact(self, path)
+
+
+def load(path: str) -> Executable:
+    """An Executable from an artifact file, runnable without the model's Python code."""
+    from .io.artifact import read_artifact
+    from .ir.types import TensorType, dtype_of
+    from .trace import InputSlot, OutputSlot
+
+    graph, sig, arrays, grads = read_artifact(path)
+    holders: dict[str, Tensor] = {}
+    inputs = []
+    for spec in sig["inputs"]:
+        kind, name = spec["kind"], spec["name"]
+        if kind == "arg":
+            inputs.append(InputSlot("arg", name, spec["leaf"]))
+        elif kind == "seed":
+            inputs.append(InputSlot("seed", name))
+        elif kind == "grad":
+            owner = Tensor._make(None, None, dtype_of(grads[name].dtype))
+            owner.grad = Tensor._make(grads[name].copy(), None, dtype_of(grads[name].dtype))
+            holders[name] = owner
+            inputs.append(InputSlot("grad", name, owner))
+        else:
+            a = arrays[name].copy()
+            holders[name] = Tensor._make(a, None, dtype_of(a.dtype))
+            inputs.append(InputSlot(kind, name, holders[name]))
+    by_name = {s.name: s for s in inputs}
+    outputs = []
+    for spec in sig["outputs"]:
+        kind, name = spec["kind"], spec["name"]
+        ref = None
+        if kind == "update":
+            ref = by_name[name].ref
+        elif kind == "grad":
+            ref = by_name.get(name, InputSlot("", "", Tensor._make(None, None, dtype_of("float32")))).ref
+        elif kind == "new_state":
+            ref = holders.setdefault(name, Tensor._make(None, None, dtype_of("float32")))
+        outputs.append(OutputSlot(kind, name, ref))
+    exe = Executable.__new__(Executable)
+    exe.lowered = None
+    exe.inputs, exe.outputs = inputs, outputs
+    exe.in_tree, exe.out_tree, exe.out_static = sig["in_tree"], sig["out_tree"], sig["out_static"]
+    exe.arg_types = [TensorType(tuple(t["shape"]), dtype_of(t["dtype"])) for t in sig["arg_types"]]
+    exe.in_static = sig["in_static"]
+    exe._unused, exe._wrt = set(), []
+    exe._setup(graph, None, [])
+    return exe
 
 
 def _dtype(a: np.ndarray) -> Any:

@@ -47,6 +47,9 @@ class Traced:
     outputs: list[OutputSlot]
     out_tree: Any
     out_static: list[Any] = field(default_factory=list)  # non-tensor result leaves, fixed at trace time
+    in_tree: Any = None
+    arg_types: list[Any] = field(default_factory=list)  # TensorType of each tensor argument
+    in_static: list[Any] = field(default_factory=list)  # every argument leaf; None where it is a tensor
 
 
 def find_state_owners(fn: Callable, args: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -256,7 +259,9 @@ def trace(fn: Callable, args: tuple, kwargs: dict, *, name: str, names: Names,
             t._sym = None
             if t.grad is not tracer.grads_before[tid]:
                 t.grad = tracer.grads_before[tid]
-    return Traced(tracer.graph, tracer.inputs, outputs, out_tree, static)
+    return Traced(tracer.graph, tracer.inputs, outputs, out_tree, static, tree,
+                  [leaf.type for _, leaf in leaves if isinstance(leaf, Tensor)],
+                  [None if isinstance(leaf, Tensor) else leaf for _, leaf in leaves])
 
 
 def _arg_name(path: str, arg_names: list[str]) -> str:
