@@ -130,6 +130,11 @@ class Lowered:
         from .ir.printer import format_graph
 
         parts = [format_graph(self.graph)]
+        ad = self.stages[-1][1].meta.get("autodiff") or self.traced.graph.meta.get("autodiff")
+        if ad:
+            parts.append(f"# autodiff: {ad['forward_ops']} forward ops, {ad['differentiated']} differentiated, "
+                         f"{ad['without_backward']} without backward work (frozen, constant or not on a path "
+                         f"to the loss)")
         if self.report:
             parts.append("# passes: " + "; ".join(str(r) for r in self.report))
         return "\n".join(parts)
@@ -260,8 +265,11 @@ class Executable:
 
     # ---- state and artifacts ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Current parameters, buffers and optimizer state, by graph input name."""
-        return {s.name: s.ref._data for s in self.inputs if s.kind in ("param", "buffer", "state")}
+        """The current parameters and buffers, by name (as the model's own state_dict names them)."""
+        return {s.name: s.ref._data for s in self.inputs if s.kind in ("param", "buffer")}
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return {s.name: s.ref._data for s in self.inputs if s.kind == "state"}
 
     def saved_graph(self) -> Graph:
         """The graph an artifact stores: the step itself (a forward graph keeps only its results)."""

@@ -107,7 +107,9 @@ def state_names(modules: dict[str, Any], optims: dict[str, Any]) -> Names:
     """id(tensor) -> (kind, readable name, owner) for every parameter, buffer, existing .grad and
     optimizer state tensor. A .grad is read through its parameter (the owner) at call time."""
     names: Names = {}
-    prefix = len(modules) > 1
+    # names are prefixed by the variable only when several modules hold state
+    prefix = sum(1 for m in modules.values() if any(True for _ in m.named_parameters())
+                 or any(True for _ in m.named_buffers())) > 1
     for var, m in modules.items():
         pre = f"{var}." if prefix and var else ""
         for n, p in m.named_parameters():

@@ -166,6 +166,11 @@ def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], *, retain_grap
                         if deps[id(nf)] == 0:
                             ready.append(nf)
             last_stats.update(nodes_executed=executed, leaves=n_leaves)
+            if state.tracer is not None:  # the pass report of a traced graph
+                g = state.tracer.graph
+                fwd = sum(1 for n in g.nodes if n.meta.get("phase") == "forward")
+                g.meta["autodiff"] = {"forward_ops": fwd, "differentiated": executed,
+                                      "without_backward": fwd - executed}
             if not retain_graph:
                 for fn in seen.values():
                     fn.release()
