@@ -15,7 +15,7 @@ import numpy as np
 
 import graphc as gc
 import graphc.nn.functional as F
-from graphc import nn, optim
+from graphc import optim
 
 
 def load_digits_32(seed: int = 0):

@@ -29,7 +29,6 @@ from .pytree import flatten, unflatten
 from .tensor import Tensor
 from .trace import Traced, find_state_owners, state_names, trace
 
-
 # ---- cache keys ----------------------------------------------------------------------------------
 
 def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> dict[str, tuple]:
@@ -144,11 +143,13 @@ class Lowered:
 
         return graph_cost(self.graph)
 
-    def dump(self, path: str, format: str = "text") -> None:
+    def dump(self, path: str, format: str = "text", stage: str | None = None) -> None:
+        """Write the graph as text, json, dot, svg (needs Graphviz) or html; stage: "traced", a pass name, or
+        None for the optimized graph."""
         from .viz import render
 
-        with open(path, "w") as f:
-            f.write(render(self, format))
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(render(self, format, stage=stage))
 
     def compile(self) -> Executable:
         return Executable(self)
@@ -378,6 +379,9 @@ class CompiledFunction:
             nearest = min(self._keys, key=lambda k: len(explain_miss(k, desc)))
             self._reasons.append("; ".join(explain_miss(nearest, desc)) or "unknown")
         lowered = Lowered(self._trace(args, kwargs), self.backend, self.optimize)
+        from .viz.dump import dump_build  # dump=DIR or GRAPHC_DUMP: write this build's graphs
+
+        dump_build(self.name, lowered, self.dump_dir)
         exe = lowered.compile()
         self._cache[key] = exe
         self._keys.append(desc)

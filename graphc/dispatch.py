@@ -16,8 +16,8 @@ from .ops import OPS, ShapeError
 
 
 def apply(name: str, inputs: Sequence[Any], attrs: dict[str, Any]) -> Any:
-    from .tensor import Tensor
     from .autograd.function import GradFn
+    from .tensor import Tensor
 
     op = OPS[name]
     try:
@@ -28,7 +28,8 @@ def apply(name: str, inputs: Sequence[Any], attrs: dict[str, Any]) -> Any:
     if tracer is not None:
         outs = tracer.record(op, inputs, attrs, out_types)
     else:
-        res = KERNELS[name](*[t._data for t in inputs], **attrs)
+        with np.errstate(all="ignore"):  # log(-1) is nan without a warning, as in torch
+            res = KERNELS[name](*[t._data for t in inputs], **attrs)
         arrays = res if op.nout > 1 else (res,)
         outs = []
         for a, t in zip(arrays, out_types):

@@ -7,7 +7,7 @@ import numpy as np
 
 from .context import state
 from .dispatch import apply
-from .ir.types import DType, dtype_of, float32, int64
+from .ir.types import DType, bool_, dtype_of, float32, int64
 from .tensor import Tensor, _shape_args
 
 _rng = np.random.default_rng(0)
@@ -50,8 +50,11 @@ def _finish(t: Tensor, requires_grad: bool) -> Tensor:
 
 
 def full(size: Any, fill_value: float, *, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    if dtype is None:
-        dtype = int64 if isinstance(fill_value, (int, np.integer)) and not isinstance(fill_value, bool) else float32
+    if dtype is None:  # torch infers the dtype from the fill value
+        if isinstance(fill_value, (bool, np.bool_)):
+            dtype = bool_
+        else:
+            dtype = int64 if isinstance(fill_value, (int, np.integer)) else float32
     shape = _shape_args(size if isinstance(size, (tuple, list)) else (size,))
     t = apply("full", (), {"shape": shape, "value": fill_value, "dtype": dtype_of(dtype).name})
     return _finish(t, requires_grad)

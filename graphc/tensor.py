@@ -41,7 +41,8 @@ def _axes(dim: Any, ndim: int) -> tuple[int, ...]:
     out = []
     for d in dims:
         if not -n <= d < n:
-            raise IndexError(located(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})"))
+            raise IndexError(located(
+                f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})"))
         out.append(d % n)
     return tuple(sorted(set(out))) if ndim else ()
 
@@ -55,7 +56,7 @@ class Tensor:
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: DType | None = None):
         arr = np.array(data.numpy() if isinstance(data, Tensor) else data, dtype=None if dtype is None else dtype.np)
-        if dtype is None and arr.dtype.kind == "f" and not isinstance(data, np.ndarray):
+        if dtype is None and arr.dtype.kind == "f" and not isinstance(data, (np.ndarray, np.generic)):
             arr = arr.astype(np.float32)
         self._init(arr, None, _dt(arr))
         if requires_grad:
@@ -231,17 +232,14 @@ class Tensor:
         if self._sym is not None and state.tracer is not None or self._data is None:
             body = f"<traced %{self._sym.name}: {self._sym.type}>" if self._sym is not None else "<symbolic>"
             return f"tensor({body})"
-        a = self._data
-        fmt = {"bool": lambda b: str(bool(b))}
-        body = np.array2string(a, precision=4, separator=", ", prefix="tensor(", formatter=fmt, threshold=1000)
+        from ._tensor_str import tensor_repr  # torch's layout: 4 decimals, sci mode, padding, summaries
+
         extra = []
-        if self._dtype not in (float32, int64, bool_):
-            extra.append(f"dtype=graphc.{self._dtype.name}")
         if self.grad_fn is not None:
             extra.append(f"grad_fn=<{self.grad_fn.name()}>")
         elif self.requires_grad:
             extra.append("requires_grad=True")
-        return "tensor(" + body + "".join(", " + e for e in extra) + ")"
+        return tensor_repr(self._data, self._dtype.name, extra)
 
     # ---- autograd -------------------------------------------------------------------------------
     def backward(self, gradient: Tensor | None = None, retain_graph: bool | None = None,
@@ -285,7 +283,8 @@ class Tensor:
         return self
 
     def clone(self) -> Tensor:
-        return self + 0 if self._dtype.is_floating_point else self.to(self._dtype)
+        # (to() to the same dtype returns self; clone must copy)
+        return self + 0 if self._dtype.is_floating_point else apply("cast", (self,), {"dtype": self._dtype.name})
 
     def contiguous(self) -> Tensor:
         return self
@@ -314,10 +313,11 @@ class Tensor:
     def _binary(self, name: str, other: Any, reverse: bool = False) -> Tensor:
         a, b = self, self._lift(other)
         if a._dtype != b._dtype:
-            if not isinstance(other, Tensor):  # a Python scalar never widens the tensor's type
-                dt = b._dtype if (b._dtype.is_floating_point and not a._dtype.is_floating_point) else a._dtype
-            else:
-                dt = promote(a._dtype, b._dtype)
+            # torch: a Python scalar (lifted to 0-d) or a 0-d tensor never widens a dimensioned tensor of its
+            # category (f32 * f64 0-d -> f32); it can raise the category (int tensor * 2.5 -> float32)
+            dt = promote(a._dtype, b._dtype)
+            if (a.ndim == 0) != (b.ndim == 0) and a._dtype.kind == b._dtype.kind:
+                dt = b._dtype if a.ndim == 0 else a._dtype
             a, b = a.to(dt), b.to(dt)
         return apply(name, (b, a) if reverse else (a, b), {})
 
@@ -590,6 +590,12 @@ class Tensor:
         if result.shape != self.shape:
             raise RuntimeError(located(f"output with shape {list(self.shape)} doesn't match the broadcast shape "
                                        f"{list(result.shape)}"))
+        if result.grad_fn is None and self.grad_fn is not None and state.grad_enabled:
+            # y.zero_() / y.copy_(const) on a non-leaf: like torch's CopyBackwards, y keeps requiring grad
+            # and its old history receives a zero gradient
+            from .factories import full
+
+            result = self.where(full(self.shape, False), result)
         tracer = state.tracer
         if tracer is not None:
             self._sym = result._sym
@@ -597,6 +603,10 @@ class Tensor:
             if self._base is not None:
                 self._base._sym = result._sym
                 tracer.mutated(self._base)
+        elif self.grad_fn is not None:
+            # recorded ops may have saved this tensor's array (exp saves its output, mul its inputs):
+            # give it a new array rather than overwrite theirs, so their gradients stay right
+            self._data = result._data.copy()
         else:
             if not self._data.flags.writeable:
                 self._data = self._data.copy()

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from progen import make_program
 
 import graphc as gc
-from progen import make_program
 
 
 def _inputs(prog, seed):

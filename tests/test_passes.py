@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from progen import make_program
 
 import graphc as gc
 from graphc.backends.numpy.codegen import generate
@@ -12,7 +13,6 @@ from graphc.passes.autodiff import differentiate
 from graphc.passes.partition import partition
 from graphc.passes.simplify import algebraic, cse, dce, fold_constants
 from graphc.trace import trace
-from progen import make_program
 
 PASSES = {"dce": dce, "cse": cse, "fold_constants": fold_constants, "algebraic": algebraic}
 

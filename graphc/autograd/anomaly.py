@@ -28,6 +28,8 @@ def _bad(t: Any) -> bool:
 
 
 def check_forward(op: str, outs: list[Any]) -> None:
+    if state.phase == "backward":  # the ops inside a VJP: check_backward names the Function and its forward line
+        return
     for t in outs:
         if _bad(t):
             raise RuntimeError(located(f"detect_anomaly: op '{op}' produced NaN/Inf in its output during the "
@@ -37,6 +39,8 @@ def check_forward(op: str, outs: list[Any]) -> None:
 def check_backward(fn: Any, grads: Any) -> None:
     for i, g in enumerate(grads):
         if g is not None and _bad(g):
-            where = f" (forward op recorded at {fn.source})" if fn.source else ""
-            raise RuntimeError(f"detect_anomaly: Function '{fn.name()}' returned nan values in its {i}th output "
-                               f"during the backward phase{where}")
+            what = "nan" if np.isnan(g._data).any() else "inf"
+            msg = (f"detect_anomaly: Function '{fn.name()}' returned {what} values in its {i}th output during the "
+                   f"backward phase")
+            # the forward op's line when it ran under detect_anomaly, else the line that called backward
+            raise RuntimeError(f"{msg} (forward op recorded at {fn.source})" if fn.source else located(msg))

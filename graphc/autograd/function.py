@@ -39,7 +39,7 @@ def accumulator(t: Any) -> AccumulateGrad:
 
 class GradFn:
     __slots__ = ("op", "attrs", "inputs", "edges", "needs", "out_payload", "retained", "freed", "source", "module",
-                 "__weakref__")
+                 "scalar_exponent", "__weakref__")
 
     @staticmethod
     def record(op: Any, attrs: dict, inputs: Any, outs: list[Any]) -> GradFn:
@@ -58,6 +58,8 @@ class GradFn:
                 edges.append((accumulator(t), 0) if t._requires_grad else (None, 0))
                 needs.append(t._requires_grad)
         fn.inputs, fn.edges, fn.needs = saved, edges, needs
+        # x ** 2 is torch's pow(Tensor, Scalar): its grad_fn has one edge, not an edge for the constant
+        fn.scalar_exponent = op.name == "pow" and getattr(inputs[1], "_name", None) == "#const"
         fn.out_payload = [(o._data, o._sym, o._dtype) for o in outs]
         fn.retained, fn.freed = None, False
         over = state.meta_override
@@ -77,7 +79,7 @@ class GradFn:
 
     @property
     def next_functions(self) -> tuple:
-        return tuple(self.edges)
+        return tuple(self.edges[:1] if self.scalar_exponent else self.edges)
 
     def __repr__(self) -> str:
         return f"<{self.name()}>"

@@ -115,7 +115,10 @@ class Graph:
             op = OPS.get(node.op)
             if op is None:
                 raise GraphError(f"{self.name}: unknown op {node.op!r}")
-            expected = op.infer_types([v.type for v in node.inputs], node.attrs)
+            try:
+                expected = op.infer_types([v.type for v in node.inputs], node.attrs)
+            except Exception as e:  # ShapeError, or a missing/unexpected attr (TypeError)
+                raise GraphError(f"{self.name}: {node.op} rejects its inputs or attrs: {e}") from e
             got = [v.type for v in node.outputs]
             if expected != got:
                 raise GraphError(

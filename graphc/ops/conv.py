@@ -28,12 +28,23 @@ def _conv2d(x: TensorType, w: TensorType, *, stride, padding, dilation, groups) 
     return TensorType((x.shape[0], w.shape[0], ho, wo), same_dtype(x, w))
 
 
+def _check_grad(g: TensorType, x_shape, w_shape, stride, padding, dilation, what: str) -> None:
+    """The output gradient must have exactly the shape conv2d(x, w) has, or the kernels misread it."""
+    want = (x_shape[0], w_shape[0]) + _conv_out(x_shape, w_shape, stride, padding, dilation)
+    if g.ndim != 4 or tuple(g.shape) != want:
+        raise ShapeError(f"{what}: gradient of shape {fmt(g.shape)} does not match the conv2d output {fmt(want)}")
+
+
 def _conv_input_grad(g: TensorType, w: TensorType, *, input_hw, stride, padding, dilation, groups) -> TensorType:
-    return TensorType((g.shape[0], w.shape[1] * groups) + tuple(input_hw), same_dtype(g, w))
+    x_shape = (g.shape[0], w.shape[1] * groups) + tuple(input_hw)
+    _check_grad(g, x_shape, w.shape, stride, padding, dilation, "conv2d_input_grad")
+    return TensorType(x_shape, same_dtype(g, w))
 
 
 def _conv_weight_grad(x: TensorType, g: TensorType, *, kernel_size, stride, padding, dilation, groups) -> TensorType:
-    return TensorType((g.shape[1], x.shape[1] // groups) + tuple(kernel_size), same_dtype(x, g))
+    w_shape = (g.shape[1], x.shape[1] // groups) + tuple(kernel_size)
+    _check_grad(g, x.shape, w_shape, stride, padding, dilation, "conv2d_weight_grad")
+    return TensorType(w_shape, same_dtype(x, g))
 
 
 _C1 = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
@@ -44,11 +55,11 @@ defop("conv2d", _conv2d, kind="opaque", samples=lambda rng: [
 ])
 defop("conv2d_input_grad", _conv_input_grad, kind="opaque", samples=lambda rng: [
     Sample([randn(rng, 2, 4, 4, 3), randn(rng, 4, 3, 3, 3)], {**_C1, "input_hw": (6, 5)}),
-    Sample([randn(rng, 1, 6, 4, 5), randn(rng, 6, 2, 3, 2)], {**_C2, "input_hw": (7, 7)}),
+    Sample([randn(rng, 1, 6, 4, 9), randn(rng, 6, 2, 3, 2)], {**_C2, "input_hw": (7, 7)}),
 ])
 defop("conv2d_weight_grad", _conv_weight_grad, kind="opaque", samples=lambda rng: [
     Sample([randn(rng, 2, 3, 6, 5), randn(rng, 2, 4, 4, 3)], {**_C1, "kernel_size": (3, 3)}),
-    Sample([randn(rng, 1, 4, 7, 7), randn(rng, 1, 6, 4, 5)], {**_C2, "kernel_size": (3, 2)}),
+    Sample([randn(rng, 1, 4, 7, 7), randn(rng, 1, 6, 4, 9)], {**_C2, "kernel_size": (3, 2)}),
 ])
 
 

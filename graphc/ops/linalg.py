@@ -16,7 +16,7 @@ def _matmul(a: TensorType, b: TensorType) -> TensorType:
     try:
         batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ShapeError:
-        raise ShapeError(f"matmul: batch dims of {a.shape} and {b.shape} cannot be broadcast") from None
+        raise ShapeError(f"batch dims of {a.shape} and {b.shape} cannot be broadcast") from None
     return TensorType(batch + (a.shape[-2], b.shape[-1]), dt)
 
 

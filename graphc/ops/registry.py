@@ -89,7 +89,7 @@ def fmt(shape: Sequence[int]) -> str:
 def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
     nd = max(len(s) for s in shapes)
     out = []
-    for i in range(nd):
+    for i in reversed(range(nd)):  # from the right, so the dimension named is the one torch names
         size = 1
         for s in shapes:
             d = s[len(s) - nd + i] if len(s) - nd + i >= 0 else 1
@@ -102,7 +102,7 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
                     )
                 size = d
         out.append(size)
-    return tuple(out)
+    return tuple(reversed(out))
 
 
 def same_dtype(*types: TensorType) -> DType:

@@ -146,6 +146,8 @@ def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], *, retain_grap
                             captured[k] = g
                         ref = fn.retained.get(idx) if fn.retained else None
                         t = ref() if ref is not None else None
+                        if t is None and k is not None and accumulate:  # backward(inputs=[non-leaf]) fills its .grad
+                            t = inputs[k]
                         if t is not None and g is not None:
                             _accumulate(t, g, create_graph)
                     if state.tracer is not None:  # backward nodes point at the forward op's source line
@@ -185,12 +187,12 @@ def differentiate(g: Graph, wrt: Sequence[int], outs: Sequence[int] | None = Non
     """The joint forward+backward graph of g, by the same walk as eager backward.
 
     The graph is replayed under a tracer with the `wrt` inputs requiring grad; each output
-    listed in `outs` (default: all) that depends on them gets a cotangent input `grad_<name>`. Outputs: g's outputs, then the
-    gradient of every `wrt` input (zeros where an input does not reach any output).
+    listed in `outs` (default: all) that depends on them gets a cotangent input `grad_<name>`.
+    Outputs: g's outputs, then the gradient of every `wrt` input (zeros where an input does not reach any output).
     """
     from ..factories import zeros
-    from ..trace import InputSlot, Tracer
     from ..tensor import Tensor
+    from ..trace import InputSlot, Tracer
 
     tracer = Tracer(g.name, {})
     env: dict[int, Any] = {}
