@@ -54,13 +54,20 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> 
                              ("requires_grad", p.requires_grad), ("grad", None if p.grad is None else p.grad.shape))
     for var, opt in optims.items():
         for gi, group in enumerate(opt.param_groups):
-            hyper = tuple((k, v) for k, v in group.items() if k != "params")
+            # numeric hyperparameters are graph inputs: only the decisions made on them matter (guards)
+            hyper = tuple((k, v) for k, v in group.items() if k != "params" and not _numeric(v))
             desc[f"{var}.param_groups[{gi}]"] = (("params", tuple(id(p) for p in group["params"])),) + hyper
         for p, st in opt.state.items():
             pname = names.get(id(p), ("", f"param@{id(p)}", None))[1]
             desc[f"{var}.state[{pname}]"] = tuple(
                 (k, (v.shape, v.dtype.name) if isinstance(v, Tensor) else v) for k, v in st.items())
     return desc
+
+
+def _numeric(v: Any) -> bool:
+    if isinstance(v, tuple):
+        return bool(v) and all(_numeric(x) for x in v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _freeze(desc: dict[str, tuple]) -> tuple:
@@ -103,9 +110,11 @@ class CacheInfo:
 class Lowered:
     """The static graph(s) for one set of argument types, before code generation."""
 
-    def __init__(self, traced: Traced, backend: str, optimize: bool = True):
+    def __init__(self, traced: Traced, backend: str, optimize: bool = True, options: dict[str, Any] | None = None):
         self.traced = traced
         self.backend = backend
+        self.options = dict(options or {})  # jax: device, data_parallel, mesh
+        self._programs: Any = None
         self.stages: list[tuple[str, Graph]] = [("traced", traced.graph)]
         self.report: list[PassRecord] = []
         self.partition = None
@@ -125,9 +134,12 @@ class Lowered:
         if self.needs_backward:
             self.partition = partition(g, len(traced.graph.inputs), len(traced.graph.outputs))
 
-    def as_text(self) -> str:
+    def as_text(self, dialect: str | None = None) -> str:
+        """The readable graphc IR; on the jax backend, dialect="stablehlo" (or "hlo") gives what XLA receives."""
         from .ir.printer import format_graph
 
+        if dialect is not None:
+            return "\n".join(p.as_text(dialect) for p in self.programs() if p is not None)
         parts = [format_graph(self.graph)]
         ad = self.stages[-1][1].meta.get("autodiff") or self.traced.graph.meta.get("autodiff")
         if ad:
@@ -139,9 +151,26 @@ class Lowered:
         return "\n".join(parts)
 
     def cost_analysis(self) -> dict[str, Any]:
+        """graphc's own flop/byte count; on the jax backend, XLA's cost analysis of the compiled programs."""
+        if self.backend == "jax":
+            from .backends.jax.program import total_cost
+
+            return total_cost(self.programs())
         from .ops.cost import graph_cost
 
         return graph_cost(self.graph)
+
+    def programs(self) -> tuple[Any, Any]:
+        """jax backend: (forward or whole-step JaxProgram, backward JaxProgram or None), built once."""
+        if self.backend != "jax":
+            raise ValueError(f"XLA programs exist on the jax backend only; this graph was lowered for {self.backend!r}")
+        if self._programs is None:
+            from .backends.jax.program import Placement, build_programs
+
+            fwd, bwd = (self.partition.forward, self.partition.backward) if self.partition else (self.graph, None)
+            self._programs = build_programs(self.traced.inputs, self.traced.outputs, fwd, bwd,
+                                            Placement(**self.options))
+        return self._programs
 
     def dump(self, path: str, format: str = "text", stage: str | None = None) -> None:
         """Write the graph as text, json, dot, svg (needs Graphviz) or html; stage: "traced", a pass name, or
@@ -168,8 +197,10 @@ class Executable:
     def __init__(self, lowered: Lowered):
         t = lowered.traced
         self.lowered = lowered
+        self.backend, self.options = lowered.backend, lowered.options
         self.inputs, self.outputs, self.out_tree, self.out_static = t.inputs, t.outputs, t.out_tree, t.out_static
         self.in_tree, self.arg_types, self.in_static = t.in_tree, t.arg_types, t.in_static
+        self.guards = t.guards
         self._unused: set[int] = set(lowered.graph.meta.get("unused", ()))
         self._wrt = lowered.wrt
         if lowered.partition is not None:
@@ -178,14 +209,26 @@ class Executable:
             self._setup(lowered.graph, None, [])
 
     def _setup(self, graph: Graph, backward: Graph | None, cotangents: list[int]) -> None:
-        from .backends.numpy.codegen import generate
-
         self.graph = graph
-        self.source, self._fn = generate(graph, "forward" if backward is not None else "step")
         self._bwd = None
+        if getattr(self, "backend", "numpy") == "jax":  # one jitted XLA program per graph, compiled now
+            from .backends.jax.program import Placement, build_programs
+
+            progs = self.lowered.programs() if self.lowered is not None else \
+                build_programs(self.inputs, self.outputs, graph, backward, Placement(**self.options))
+            for p in progs:
+                if p is not None:
+                    p.compile()
+            self._fn, self._bwd = progs
+            self.source = "\n".join(p.source for p in progs if p is not None)
+        else:
+            from .backends.numpy.codegen import generate
+
+            self.source, self._fn = generate(graph, "forward" if backward is not None else "step")
+            if backward is not None:
+                bsrc, self._bwd = generate(backward, "backward")
+                self.source += "\n" + bsrc
         if backward is not None:
-            bsrc, self._bwd = generate(backward, "backward")
-            self.source += "\n" + bsrc
             self._cotangents = cotangents
             self._op = OpDef(f"compiled_{graph.name}", lambda *a, **k: None, kind="opaque",
                              nout=len(cotangents), vjp=self._vjp)
@@ -222,6 +265,8 @@ class Executable:
                 arrays.append(np.int64(_rng.integers(0, 2**62)))
             elif s.kind == "grad":
                 arrays.append(s.ref.grad._data)
+            elif s.kind == "hyper":
+                arrays.append(np.float64(s.ref()))
             else:
                 arrays.append(s.ref._data)
         return arrays
@@ -242,7 +287,10 @@ class Executable:
                 a = a.copy()  # state owns its memory
             if slot.kind == "grad":
                 slot.ref.grad = Tensor._make(a, None, slot.ref.dtype)
-            else:  # update, new_state
+            elif isinstance(slot.ref, tuple):  # new optimizer state: (optimizer, parameter, key)
+                opt, p, key = slot.ref
+                opt.state[p][key] = Tensor._make(a, None, _dtype(a))
+            else:  # update, or new state of a loaded artifact
                 slot.ref._data, slot.ref._sym = a, None
                 slot.ref._version += 1
         if self._bwd is not None and state.grad_enabled:
@@ -272,6 +320,17 @@ class Executable:
     def optimizer_state(self) -> dict[str, np.ndarray]:
         return {s.name: s.ref._data for s in self.inputs if s.kind == "state"}
 
+    def hyperparameters(self) -> dict[str, float]:
+        """The current value of every hyperparameter input (read from param_groups at each call)."""
+        return {s.name: s.ref() for s in self.inputs if s.kind == "hyper"}
+
+    def failed_guard(self) -> str | None:
+        """Why this executable no longer fits the optimizers' hyperparameters, or None if it does."""
+        for g in self.guards:
+            if not g.holds():
+                return g.describe_failure()
+        return None
+
     def saved_graph(self) -> Graph:
         """The graph an artifact stores: the step itself (a forward graph keeps only its results)."""
         if self._bwd is None:
@@ -294,6 +353,7 @@ def load(path: str) -> Executable:
 
     graph, sig, arrays, grads = read_artifact(path)
     holders: dict[str, Tensor] = {}
+    hyper: dict[str, float] = {}  # exe.hyper[name] = value changes a hyperparameter of a loaded step
     inputs = []
     for spec in sig["inputs"]:
         kind, name = spec["kind"], spec["name"]
@@ -301,6 +361,9 @@ def load(path: str) -> Executable:
             inputs.append(InputSlot("arg", name, spec["leaf"]))
         elif kind == "seed":
             inputs.append(InputSlot("seed", name))
+        elif kind == "hyper":
+            hyper[name] = float(spec["value"])
+            inputs.append(InputSlot("hyper", name, functools.partial(hyper.__getitem__, name)))
         elif kind == "grad":
             owner = Tensor._make(None, None, dtype_of(grads[name].dtype))
             owner.grad = Tensor._make(grads[name].copy(), None, dtype_of(grads[name].dtype))
@@ -329,6 +392,7 @@ def load(path: str) -> Executable:
     exe.arg_types = [TensorType(tuple(t["shape"]), dtype_of(t["dtype"])) for t in sig["arg_types"]]
     exe.in_static = sig["in_static"]
     exe._unused, exe._wrt = set(), []
+    exe.guards, exe.hyper = [], hyper
     exe._setup(graph, None, [])
     return exe
 
@@ -342,9 +406,9 @@ def _dtype(a: np.ndarray) -> Any:
 # ---- the decorator ----------------------------------------------------------------------------------
 
 class CompiledFunction:
-    def __init__(self, fn: Callable, backend: str = "numpy", dump: str | None = None, optimize: bool = True):
-        if backend not in ("numpy",):
-            raise ValueError(f"unknown backend {backend!r}; available: 'numpy'")
+    def __init__(self, fn: Callable, backend: str = "numpy", dump: str | None = None, optimize: bool = True,
+                 device: Any = None, data_parallel: bool = False, mesh: Any = None):
+        self.options = _backend_options(backend, device, data_parallel, mesh)
         self.fn, self.backend, self.dump_dir, self.optimize = fn, backend, dump, optimize
         target = fn.forward if hasattr(fn, "forward") and hasattr(fn, "named_parameters") else fn
         try:
@@ -352,7 +416,7 @@ class CompiledFunction:
         except (TypeError, ValueError):
             self.arg_names = []
         self.name = getattr(target, "__name__", type(fn).__name__)
-        self._cache: dict[tuple, Executable] = {}
+        self._cache: dict[tuple, list[Executable]] = {}  # key -> executables differing in guards
         self._keys: list[dict[str, tuple]] = []
         self._reasons: list[str] = []
         self._calls = 0
@@ -364,9 +428,14 @@ class CompiledFunction:
         key = _freeze(desc)
         with self._lock:
             self._calls += 1
-            exe = self._cache.get(key)
+            exe, failed = None, None
+            for cand in self._cache.get(key, ()):
+                failed = cand.failed_guard()
+                if failed is None:
+                    exe = cand
+                    break
             if exe is None:
-                exe = self._build(args, kwargs, desc, key)
+                exe = self._build(args, kwargs, desc, key, failed)
         return exe(*args, **kwargs)
 
     def _trace(self, args: tuple, kwargs: dict) -> Traced:
@@ -374,33 +443,57 @@ class CompiledFunction:
         return trace(self.fn, args, kwargs, name=self.name, names=state_names(modules, optims), optims=optims,
                      arg_names=self.arg_names)
 
-    def _build(self, args: tuple, kwargs: dict, desc: dict, key: tuple) -> Executable:
-        if self._keys:
+    def _build(self, args: tuple, kwargs: dict, desc: dict, key: tuple, failed: str | None = None) -> Executable:
+        if failed is not None:
+            self._reasons.append(failed)
+        elif self._keys:
             nearest = min(self._keys, key=lambda k: len(explain_miss(k, desc)))
-            self._reasons.append("; ".join(explain_miss(nearest, desc)) or "unknown")
-        lowered = Lowered(self._trace(args, kwargs), self.backend, self.optimize)
+            diff = explain_miss(nearest, desc)
+            if len(diff) > 4:
+                diff = diff[:3] + [f"... and {len(diff) - 3} more differences"]
+            self._reasons.append("; ".join(diff) or "unknown")
+        lowered = Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options)
         from .viz.dump import dump_build  # dump=DIR or GRAPHC_DUMP: write this build's graphs
 
         dump_build(self.name, lowered, self.dump_dir)
         exe = lowered.compile()
-        self._cache[key] = exe
+        self._cache.setdefault(key, []).append(exe)
         self._keys.append(desc)
         return exe
 
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """The static graph for these argument types, ahead of time (nothing is run or cached)."""
-        return Lowered(self._trace(args, kwargs), self.backend, self.optimize)
+        return Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options)
 
     def cache_info(self) -> CacheInfo:
-        return CacheInfo(len(self._cache), len(self._keys), self._calls, list(self._reasons))
+        return CacheInfo(sum(map(len, self._cache.values())), len(self._keys), self._calls, list(self._reasons))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.fn, name)
 
 
-def compile(fn: Callable | None = None, *, backend: str = "numpy", dump: str | None = None,
-            optimize: bool = True) -> Any:
-    """@gc.compile or gc.compile(fn_or_module, backend="numpy"): trace on first call, then run generated code."""
+def _backend_options(backend: str, device: Any, data_parallel: bool, mesh: Any) -> dict[str, Any]:
+    """Check backend= and its placement arguments up front, so a typo fails at gc.compile, not at the first call."""
+    if backend == "numpy":
+        if device not in (None, "cpu") or data_parallel or mesh is not None:
+            raise ValueError("device=, data_parallel= and mesh= need backend='jax'; the numpy backend runs on the CPU")
+        return {}
+    if backend != "jax":
+        raise ValueError(f"unknown backend {backend!r}; available: 'numpy', 'jax'")
+    try:
+        import jax  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"backend='jax' needs jax ({e}); install it with pip install 'graphc[jax]'") from None
+    return {"device": device, "data_parallel": bool(data_parallel), "mesh": mesh}
+
+
+def compile(fn: Callable | None = None, *, backend: str = "numpy", dump: str | None = None, optimize: bool = True,
+            device: Any = None, data_parallel: bool = False, mesh: Any = None) -> Any:
+    """@gc.compile or gc.compile(fn_or_module, backend="numpy" | "jax"): trace on first call, then run generated code.
+
+    jax only: device= "cpu" | "gpu" | "tpu" | "gpu:1" | a jax.Device picks where the program runs;
+    data_parallel=True splits the batch (leading dimension of every tensor argument) over all devices of that
+    platform and replicates parameters and state; mesh= a jax.sharding.Mesh does the same over its devices."""
     if fn is None:
-        return lambda f: CompiledFunction(f, backend, dump, optimize)
-    return CompiledFunction(fn, backend, dump, optimize)
+        return lambda f: CompiledFunction(f, backend, dump, optimize, device, data_parallel, mesh)
+    return CompiledFunction(fn, backend, dump, optimize, device, data_parallel, mesh)

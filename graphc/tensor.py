@@ -14,6 +14,7 @@ import numpy as np
 from .context import state
 from .dispatch import apply
 from .errors import TraceError, located, user_location
+from .hyper import Hyper
 from .ir.types import DType, TensorType, bool_, dtype_of, float32, int64, promote
 
 _DT_CACHE: dict[np.dtype, DType] = {}
@@ -296,6 +297,9 @@ class Tensor:
     def _lift(self, other: Any) -> Tensor:
         if isinstance(other, Tensor):
             return other
+        if isinstance(other, Hyper) and state.tracer is not None:
+            # an optimizer hyperparameter while tracing: a float64 graph input, cast like a Python scalar
+            return other.sym().to(self._dtype if self._dtype.is_floating_point else float32)
         if isinstance(other, bool):
             dt = bool_ if self._dtype == bool_ else self._dtype
         elif isinstance(other, numbers.Integral):

@@ -15,6 +15,7 @@ from typing import Any
 
 from .context import module_path, state
 from .errors import user_location
+from .hyper import Hyper, hyper_slots
 from .ir.graph import Graph, Value
 from .pytree import flatten
 from .tensor import Tensor
@@ -24,9 +25,10 @@ from .tensor import Tensor
 class InputSlot:
     """Where a graph input's value comes from at call time."""
 
-    kind: str  # arg | param | buffer | state | grad | tensor | seed
+    kind: str  # arg | param | buffer | state | grad | tensor | seed | hyper
     name: str
-    ref: Any = None  # the captured Tensor (the parameter, for grad), or the argument's leaf index
+    ref: Any = None  # the captured Tensor (the parameter, for grad), the argument's leaf index, or for a
+    #                  hyperparameter the function that reads its current value from param_groups
     requires_grad: bool = False
 
 
@@ -36,7 +38,7 @@ class OutputSlot:
 
     kind: str  # result | update | grad | new_state
     name: str
-    ref: Any = None  # Tensor to write back into
+    ref: Any = None  # Tensor to write back into; for new_state, (optimizer, parameter, key) to create
     requires_grad: bool = False  # a result that carries autograd history out of the graph
 
 
@@ -50,6 +52,7 @@ class Traced:
     in_tree: Any = None
     arg_types: list[Any] = field(default_factory=list)  # TensorType of each tensor argument
     in_static: list[Any] = field(default_factory=list)  # every argument leaf; None where it is a tensor
+    guards: list[Any] = field(default_factory=list)  # hyperparameter decisions the graph depends on
 
 
 def find_state_owners(fn: Callable, args: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -141,6 +144,7 @@ class Tracer:
         self.start_value: dict[int, Value] = {}
         self.grads_before: dict[int, Any] = {}
         self.n_const = 0
+        self.guards: list[Any] = []
 
     # ---- hooks called by dispatch.apply / Tensor / factories ----------------------------------------
     def value_of(self, t: Tensor) -> Value:
@@ -165,11 +169,21 @@ class Tracer:
 
     def record(self, op: Any, inputs: Any, attrs: dict, out_types: list) -> list[Tensor]:
         vals = [self.value_of(t) for t in inputs]
+        if any(isinstance(a, Hyper) for a in attrs.values()):  # baked into the graph: valid while unchanged
+            attrs = {k: a.pin() if isinstance(a, Hyper) else a for k, a in attrs.items()}
         node = self.graph.add_node(op.name, vals, attrs, out_types, self._meta())
         return [Tensor._make(None, v, v.type.dtype) for v in node.outputs]
 
     def mutated(self, t: Tensor) -> None:
         self.mutated_set[id(t)] = t
+
+    def hyper_input(self, name: str, read: Callable[[], float]) -> Tensor:
+        """A float64 scalar input read from an optimizer's param_groups at every call."""
+        from .ir.types import TensorType, float64
+
+        v = self.graph.add_input(name, TensorType((), float64))
+        self.inputs.append(InputSlot("hyper", v.name, read))
+        return Tensor._make(None, v, float64)
 
     def seed(self) -> Tensor:
         from .ir.types import TensorType, int64
@@ -219,7 +233,12 @@ def trace(fn: Callable, args: tuple, kwargs: dict, *, name: str, names: Names,
     _, tree = flatten((args, kwargs))
     sargs, skwargs = unflatten(tree, proxies)
     opt_state_before = {id(v) for o in (optims or {}).values() for st in o.state.values() for v in st.values()}
+    # the optimizers' state as it was: tracing must leave no symbolic tensor behind in it
+    snapshot = [(o, {p: dict(st) for p, st in o.state.items()}) for o in (optims or {}).values()]
+    # and every existing .grad (zero_grad() may drop one before its parameter is ever read)
+    grads_at_start = [(owner, owner.grad) for kind, _, owner in names.values() if kind == "grad"]
     prev, state.tracer = state.tracer, tracer
+    restore_hypers = hyper_slots(optims or {}, tracer.hyper_input)
     try:
         result = fn(*sargs, **skwargs)
         out_leaves, out_tree = flatten(result)
@@ -253,17 +272,26 @@ def trace(fn: Callable, args: tuple, kwargs: dict, *, name: str, names: Names,
                             and id(v) not in opt_state_before:
                         pname = names.get(id(prm), ("", "param", None))[1]
                         out_vals.append(v._sym)
-                        outputs.append(OutputSlot("new_state", f"{var}.{pname}.{k}", v))
+                        outputs.append(OutputSlot("new_state", f"{var}.{pname}.{k}", (o, prm, k)))
         tracer.graph.outputs = out_vals
     finally:
         state.tracer = prev
+        restore_hypers()
+        for o, before in snapshot:
+            for p in [p for p in o.state if p not in before]:
+                del o.state[p]
+            for p, st in before.items():
+                o.state[p].clear()
+                o.state[p].update(st)
         for tid, t in tracer.lifted.items():
             t._sym = None
             if t.grad is not tracer.grads_before[tid]:
                 t.grad = tracer.grads_before[tid]
+        for p, g in grads_at_start:
+            p.grad = g
     return Traced(tracer.graph, tracer.inputs, outputs, out_tree, static, tree,
                   [leaf.type for _, leaf in leaves if isinstance(leaf, Tensor)],
-                  [None if isinstance(leaf, Tensor) else leaf for _, leaf in leaves])
+                  [None if isinstance(leaf, Tensor) else leaf for _, leaf in leaves], tracer.guards)
 
 
 def _arg_name(path: str, arg_names: list[str]) -> str:

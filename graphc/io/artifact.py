@@ -36,7 +36,7 @@ def save_artifact(exe: Any, path: str) -> None:
     grads = {s.name: np.ascontiguousarray(s.ref.grad._data) for s in exe.inputs if s.kind == "grad"}
     signature = {
         "inputs": [{"kind": s.kind, "name": s.name, "leaf": s.ref if s.kind == "arg" else None}
-                   for s in exe.inputs],
+                   | ({"value": float(s.ref())} if s.kind == "hyper" else {}) for s in exe.inputs],
         "outputs": [{"kind": o.kind, "name": o.name} for o in exe.outputs],
         "in_tree": _enc(exe.in_tree), "out_tree": _enc(exe.out_tree), "out_static": exe.out_static,
         "arg_types": [{"shape": list(t.shape), "dtype": t.dtype.name} for t in exe.arg_types],

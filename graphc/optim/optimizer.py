@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import enable_grad, no_grad
+from ..context import phase
 from ..tensor import Tensor
 
 
@@ -83,7 +84,7 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        with no_grad():
+        with no_grad(), phase("optimizer"):
             self._step()
         return loss
 
