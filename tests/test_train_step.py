@@ -243,3 +243,43 @@ def test_loaded_artifact_keeps_and_exposes_hyperparameters(tmp_path):
     before = loaded.state_dict()["fc3.weight"].copy()
     loaded(x, y)
     np.testing.assert_array_equal(loaded.state_dict()["fc3.weight"], before)  # lr 0: no update
+
+
+SCHEDULES = {
+    "StepLR": (lambda m: m.StepLR, {"step_size": 2, "gamma": 0.5}),
+    "MultiStepLR": (lambda m: m.MultiStepLR, {"milestones": [1, 3, 3], "gamma": 0.3}),
+    "ExponentialLR": (lambda m: m.ExponentialLR, {"gamma": 0.9}),
+    "LambdaLR": (lambda m: m.LambdaLR, {"lr_lambda": lambda e: 1 / (1 + e)}),
+    "CosineAnnealingLR": (lambda m: m.CosineAnnealingLR, {"T_max": 3, "eta_min": 1e-4}),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_lr_schedules_match_torch(name):
+    torch = pytest.importorskip("torch")
+    get, kw = SCHEDULES[name]
+    p = gc.zeros(2, requires_grad=True)
+    tp = torch.zeros(2, requires_grad=True)
+    s = get(optim.lr_scheduler)(optim.SGD([p], lr=0.1), **kw)
+    ts = get(torch.optim.lr_scheduler)(torch.optim.SGD([tp], lr=0.1), **kw)
+    for _ in range(9):
+        assert s.get_last_lr() == ts.get_last_lr()  # exact: the same float arithmetic
+        s.optimizer.step()
+        ts.optimizer.step()
+        s.step()
+        ts.step()
+
+
+def test_a_schedule_does_not_recompile_a_training_step():
+    (m1, o1), (m2, o2) = _pair(gc.models.LeNet, OPTIMIZERS["adam"])
+    s1 = optim.lr_scheduler.CosineAnnealingLR(o1, T_max=4)
+    s2 = optim.lr_scheduler.CosineAnnealingLR(o2, T_max=4)
+    eager, compiled = _steps(m1, o1, F.mse_loss), gc.compile(_steps(m2, o2, F.mse_loss))
+    x, y = gc.randn(4, 1, 32, 32), gc.randn(4, 10)
+    for _ in range(6):
+        eager(x, y)
+        compiled(x, y)
+        s1.step()
+        s2.step()
+        _assert_same(m1, o1, m2, o2)
+    assert compiled.cache_info().entries == 2
