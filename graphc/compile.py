@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .context import state
+from .errors import api_boundary, guard_class
 from .ir.graph import Graph
 from .ops.registry import OpDef
 from .passes.autodiff import differentiate
@@ -214,8 +216,14 @@ class Executable:
         if getattr(self, "backend", "numpy") == "jax":  # one jitted XLA program per graph, compiled now
             from .backends.jax.program import Placement, build_programs
 
-            progs = self.lowered.programs() if self.lowered is not None else \
-                build_programs(self.inputs, self.outputs, graph, backward, Placement(**self.options))
+            if self.lowered is not None:
+                progs = self.lowered.programs()
+            elif getattr(self, "_exported", None) is not None:  # a loaded artifact's jax.export
+                from .backends.jax.program import exported_program
+
+                progs = (exported_program(self._exported, graph, Placement(**self.options)), None)
+            else:
+                progs = build_programs(self.inputs, self.outputs, graph, backward, Placement(**self.options))
             for p in progs:
                 if p is not None:
                     p.compile()
@@ -243,13 +251,16 @@ class Executable:
                             f"got {len(tensors)} tensor(s) and {len(leaves) - len(tensors)} other value(s)")
         k = 0
         for i, (leaf, static) in enumerate(zip(leaves, self.in_static)):
+            if isinstance(leaf, Tensor) and static is not None:
+                raise TypeError(f"{self.graph.name}(): argument {i} is a tensor, but the executable was compiled "
+                                f"with the static value {static!r} there")
             if isinstance(leaf, Tensor):
                 want = self.arg_types[k]
                 if leaf.shape != want.shape or leaf.dtype != want.dtype:
                     raise TypeError(f"{self.graph.name}(): tensor argument {k} has type {leaf.type}, but the "
                                     f"executable was compiled for {want}")
                 k += 1
-            elif leaf != static:
+            elif isinstance(leaf, np.ndarray) or leaf != static:
                 raise TypeError(f"{self.graph.name}(): argument {i} is {leaf!r}, but the executable was compiled "
                                 f"with the static value {static!r}")
         return leaves
@@ -273,6 +284,7 @@ class Executable:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves = self._leaves(args, kwargs)
+        self._check_state_is_new()
         outs = self._fn(*self._gather(leaves))
         n_out = len(self.outputs)
         saved = outs[n_out:]
@@ -331,6 +343,18 @@ class Executable:
                 return g.describe_failure()
         return None
 
+    def _check_state_is_new(self) -> None:
+        """A graph traced before the optimizer had state creates it; run again, it would start the state
+        over (momentum reset every step). The compiled function retraces by itself; a bare Executable cannot."""
+        for slot in self.outputs:
+            if slot.kind == "new_state" and isinstance(slot.ref, tuple):
+                opt, p, key = slot.ref
+                if key in opt.state.get(p, {}):
+                    raise RuntimeError(
+                        f"{self.graph.name}: this executable was traced before the optimizer had state and would "
+                        f"create {slot.name} again; call the compiled function (it retraces once the state exists) "
+                        f"or take lower(...).compile() after the first step")
+
     def saved_graph(self) -> Graph:
         """The graph an artifact stores: the step itself (a forward graph keeps only its results)."""
         if self._bwd is None:
@@ -339,19 +363,28 @@ class Executable:
 
         return extract(self.graph, self.graph.inputs, self.graph.outputs[:len(self.outputs)])
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, export: bool | None = None) -> None:
+        """Write a portable artifact; export=True adds a jax.export of the step (the default on the jax backend)."""
         from .io.artifact import save_artifact
 
-        save_artifact(self, path)
+        save_artifact(self, path, export)
 
 
-def load(path: str) -> Executable:
-    """An Executable from an artifact file, runnable without the model's Python code."""
+def load(path: str, backend: str | None = None, device: Any = None) -> Executable:
+    """An Executable from an artifact file, runnable without the model's Python code.
+
+    backend=None runs the artifact's jax.export when it has one and jax is installed, else numpy code
+    regenerated from graph.json; "numpy" or "jax" choose (jax without an export lowers graph.json itself)."""
     from .io.artifact import read_artifact
     from .ir.types import TensorType, dtype_of
     from .trace import InputSlot, OutputSlot
 
-    graph, sig, arrays, grads = read_artifact(path)
+    extras: dict[str, bytes] = {}
+    graph, sig, arrays, grads = read_artifact(path, extras)
+    exported = extras.get("xla.jaxexport")
+    if backend is None:
+        backend = "jax" if exported is not None and _jax_importable() else "numpy"
+    options = _backend_options(backend, device, False, None)
     holders: dict[str, Tensor] = {}
     hyper: dict[str, float] = {}  # exe.hyper[name] = value changes a hyperparameter of a loaded step
     inputs = []
@@ -393,6 +426,7 @@ def load(path: str) -> Executable:
     exe.in_static = sig["in_static"]
     exe._unused, exe._wrt = set(), []
     exe.guards, exe.hyper = [], hyper
+    exe.backend, exe.options, exe._exported = backend, options, exported if backend == "jax" else None
     exe._setup(graph, None, [])
     return exe
 
@@ -404,6 +438,33 @@ def _dtype(a: np.ndarray) -> Any:
 
 
 # ---- the decorator ----------------------------------------------------------------------------------
+
+def _check_arguments(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> None:
+    """Before tracing: a call that does not fit fn's signature raises Python's own TypeError, and a numpy
+    array (which would become a new static value, and a new graph, on every call) asks for a tensor."""
+    from .trace import _arg_name
+
+    for path, leaf in flatten((args, kwargs))[0]:
+        if isinstance(leaf, np.ndarray):
+            raise TypeError(f"argument '{_arg_name(path, arg_names)}' of a compiled function is a numpy array; "
+                            f"pass a graphc tensor (gc.tensor(array) or gc.from_numpy(array)) so it becomes a graph "
+                            f"input")
+    target = fn.forward if hasattr(fn, "forward") and hasattr(fn, "named_parameters") else fn
+    try:
+        inspect.signature(target).bind(*args, **kwargs)
+        return
+    except ValueError:  # no signature to check against
+        return
+    except TypeError as e:
+        why = str(e)
+    plain = getattr(target, "__func__", target)
+    if isinstance(plain, types.FunctionType) and not hasattr(plain, "__wrapped__"):
+        try:
+            target(*args, **kwargs)  # binding fails before the body runs: Python's own wording
+        except TypeError as e:
+            raise TypeError(str(e)) from None
+    raise TypeError(f"{getattr(target, '__qualname__', target)}() {why}")
+
 
 class CompiledFunction:
     def __init__(self, fn: Callable, backend: str = "numpy", dump: str | None = None, optimize: bool = True,
@@ -439,6 +500,7 @@ class CompiledFunction:
         return exe(*args, **kwargs)
 
     def _trace(self, args: tuple, kwargs: dict) -> Traced:
+        _check_arguments(self.fn, args, kwargs, self.arg_names)
         modules, optims = find_state_owners(self.fn, args)
         return trace(self.fn, args, kwargs, name=self.name, names=state_names(modules, optims), optims=optims,
                      arg_names=self.arg_names)
@@ -472,6 +534,14 @@ class CompiledFunction:
         return getattr(self.fn, name)
 
 
+def _jax_importable() -> bool:
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _backend_options(backend: str, device: Any, data_parallel: bool, mesh: Any) -> dict[str, Any]:
     """Check backend= and its placement arguments up front, so a typo fails at gc.compile, not at the first call."""
     if backend == "numpy":
@@ -497,3 +567,9 @@ def compile(fn: Callable | None = None, *, backend: str = "numpy", dump: str | N
     if fn is None:
         return lambda f: CompiledFunction(f, backend, dump, optimize, device, data_parallel, mesh)
     return CompiledFunction(fn, backend, dump, optimize, device, data_parallel, mesh)
+
+
+# errors end at the user's line (graphc/errors.py)
+for _cls in (Lowered, Executable, CompiledFunction):
+    guard_class(_cls)
+load = api_boundary(load)

@@ -283,3 +283,21 @@ def test_a_schedule_does_not_recompile_a_training_step():
         s2.step()
         _assert_same(m1, o1, m2, o2)
     assert compiled.cache_info().entries == 2
+
+
+def test_a_first_step_graph_is_not_saved_or_rerun_once_state_exists(tmp_path):
+    from graphc.io.artifact import ArtifactError
+
+    _, (m, o) = _pair(gc.models.LeNet, OPTIMIZERS["sgd_momentum"])
+    step = gc.compile(_steps(m, o, F.mse_loss))
+    x, y = gc.randn(2, 1, 32, 32), gc.randn(2, 10)
+    first = step.lower(x, y).compile()  # traced before any momentum buffer exists: it creates them
+    with pytest.raises(ArtifactError, match="traced before the optimizer had state"):
+        first.save(str(tmp_path / "first.graphc"))
+    assert not (tmp_path / "first.graphc").exists()
+    first(x, y)  # creates the buffers
+    with pytest.raises(RuntimeError, match="would create opt.*momentum_buffer again"):
+        first(x, y)
+    steady = step.lower(x, y).compile()  # now traced with the state as inputs
+    steady.save(str(tmp_path / "steady.graphc"))
+    steady(x, y)

@@ -4,7 +4,9 @@ Members: manifest.json (format name, schema version, sha256 of every other membe
 graph.json (the IR), signature.json (what each graph input and output is), state.npz
 (parameters, buffers and optimizer state, loaded with allow_pickle=False) and source.py (the
 generated code, for reference only: loading regenerates code from graph.json and never
-executes anything from the file). Saving writes a temporary file and renames it, so an
+executes anything from the file). A step saved from the jax backend also holds xla.jaxexport, a
+jax.export serialization (versioned StableHLO, lowered for CPU, CUDA and TPU): gc.load runs it
+when jax is installed. Saving writes a temporary file and renames it, so an
 interrupted save never leaves a half-written artifact under the final name.
 """
 from __future__ import annotations
@@ -29,7 +31,13 @@ class ArtifactError(ValueError):
     """The file is not a graphc artifact, or it was altered, truncated or written by another version."""
 
 
-def save_artifact(exe: Any, path: str) -> None:
+def save_artifact(exe: Any, path: str, export: bool | None = None) -> None:
+    """export: also store a jax.export serialization of the step (None: when exe runs on the jax backend)."""
+    fresh = [o.name for o in exe.outputs if o.kind == "new_state"]
+    if fresh:
+        raise ArtifactError(f"this step was traced before the optimizer had state (it creates {fresh[0]} and "
+                            f"{len(fresh) - 1} more), so a saved copy would restart that state at every call; save "
+                            f"the step after one training call: step(x, y); step.lower(x, y).compile().save(path)")
     graph = exe.saved_graph()
     state = {s.name: np.ascontiguousarray(s.ref._data) for s in exe.inputs
              if s.kind in ("param", "buffer", "state", "tensor")}
@@ -50,6 +58,10 @@ def save_artifact(exe: Any, path: str) -> None:
         "state.npz": buf.getvalue(),
         "source.py": exe.source.encode(),
     }
+    if export or (export is None and getattr(exe, "backend", "numpy") == "jax"):
+        from ..backends.jax.program import EXPORT_MEMBER, export_graph
+
+        members[EXPORT_MEMBER] = export_graph(graph)
     manifest = {"format": FORMAT, "version": ARTIFACT_VERSION, "schema": SCHEMA_VERSION,
                 "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}}
     directory = os.path.dirname(os.path.abspath(path))
@@ -66,7 +78,8 @@ def save_artifact(exe: Any, path: str) -> None:
         raise
 
 
-def read_artifact(path: str) -> tuple[Any, dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def read_artifact(path: str, extras: dict[str, bytes] | None = None
+                  ) -> tuple[Any, dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """-> (graph, signature, state arrays, grad arrays), after checking format, version and digests."""
     try:
         z = zipfile.ZipFile(path)
@@ -92,6 +105,9 @@ def read_artifact(path: str) -> tuple[Any, dict, dict[str, np.ndarray], dict[str
             if hashlib.sha256(data[name]).hexdigest() != digest:
                 raise ArtifactError(f"{path}: member {name} does not match its sha256 in the manifest; the file "
                                     f"was altered or corrupted")
+    if extras is not None:  # verified members beyond the four above (a jax.export, say), for the caller
+        extras.update({k: v for k, v in data.items() if k not in ("graph.json", "signature.json", "state.npz",
+                                                                    "source.py")})
     graph = graph_from_dict(json.loads(data["graph.json"])).verify()
     sig = json.loads(data["signature.json"])
     sig["in_tree"], sig["out_tree"] = _dec(sig["in_tree"]), _dec(sig["out_tree"])
