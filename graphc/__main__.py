@@ -66,8 +66,11 @@ def _info() -> int:
     except Exception as e:  # any import failure means: not usable here
         print(f"  jax: not available ({type(e).__name__}: {e}); install with pip install 'graphc[jax]'")
     else:
-        try:
-            devices = ", ".join(str(d) for d in jax.devices())
+        try:  # every device gc.compile(..., backend="jax", device=...) can name, with its hardware kind
+            found = jax.devices() + (jax.devices("cpu") if jax.default_backend() != "cpu" else [])
+            devices = ", ".join(f"{d} ({d.device_kind})" for d in found)
+            if jax.process_count() > 1:
+                devices += f"; process {jax.process_index()} of {jax.process_count()}"
         except Exception as e:
             devices = f"no devices ({e})"
         print(f"  jax {jax.__version__}: available, devices: {devices}")

@@ -61,7 +61,15 @@ def save_artifact(exe: Any, path: str, export: bool | None = None) -> None:
     if export or (export is None and getattr(exe, "backend", "numpy") == "jax"):
         from ..backends.jax.program import EXPORT_MEMBER, export_graph
 
-        members[EXPORT_MEMBER] = export_graph(graph)
+        try:
+            members[EXPORT_MEMBER] = export_graph(graph)
+        except ImportError as e:  # jax.export serializes with flatbuffers, an optional package
+            if export:
+                raise
+            import warnings
+
+            warnings.warn(f"artifact saved without its jax.export ({e}); loading it regenerates code from "
+                          f"graph.json", stacklevel=3)
     manifest = {"format": FORMAT, "version": ARTIFACT_VERSION, "schema": SCHEMA_VERSION,
                 "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}}
     directory = os.path.dirname(os.path.abspath(path))
@@ -84,7 +92,8 @@ def read_artifact(path: str, extras: dict[str, bytes] | None = None
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ArtifactError(f"{path} is not a graphc artifact (not a readable zip file: {e})") from None
+        raise ArtifactError(f"{path} is not a graphc artifact, or it was truncated (not a readable zip file: "
+                            f"{e})") from None
     with z:
         try:
             manifest = json.loads(z.read("manifest.json"))
