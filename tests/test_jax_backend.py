@@ -456,3 +456,22 @@ def test_data_parallel_8_devices_matches_one_device(data_parallel_run):
     out, _ = data_parallel_run.communicate(timeout=300)
     assert data_parallel_run.returncode == 0, out
     assert "data parallel ok" in out
+
+
+@pytest.mark.parametrize("hw,k,stride,pad,dil", [((4, 4), (2, 3), 2, 1, 1), ((7, 5), (3, 3), 3, 2, 1),
+                                                   ((9, 8), (3, 2), 2, 0, 2)])
+def test_conv_gradients_where_the_stride_leaves_rows_unread(hw, k, stride, pad, dil):
+    """XLA's transposed convolution once aborted the whole process here (fuzz seed 1340)."""
+    import graphc.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    x0, w0 = rng.standard_normal((2, 2, *hw)), rng.standard_normal((3, 2, *k))
+    grads = {}
+    for backend in ("numpy", "jax"):
+        x, w = gc.tensor(x0, requires_grad=True), gc.tensor(w0, requires_grad=True)
+        f = gc.compile(lambda x, w: (F.conv2d(x, w, stride=stride, padding=pad, dilation=dil) ** 2).sum(),
+                       backend=backend)
+        f(x, w).backward()
+        grads[backend] = (x.grad.numpy(), w.grad.numpy())
+    for a, b in zip(grads["numpy"], grads["jax"]):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-11)
