@@ -132,6 +132,11 @@ class Lowered:
         self.wrt = wrt
         if optimize:
             g, self.report = run_passes(g, DEFAULT_PIPELINE, keep=self.stages)
+            if backend == "numpy":  # fused groups for the numpy code generator (XLA fuses by itself)
+                from .passes.fusion import NUMPY_PIPELINE
+
+                g, fused = run_passes(g, NUMPY_PIPELINE, keep=self.stages)
+                self.report += fused
         self.graph = g
         if self.needs_backward:
             self.partition = partition(g, len(traced.graph.inputs), len(traced.graph.outputs))
@@ -148,9 +153,26 @@ class Lowered:
             parts.append(f"# autodiff: {ad['forward_ops']} forward ops, {ad['differentiated']} differentiated, "
                          f"{ad['without_backward']} without backward work (frozen, constant or not on a path "
                          f"to the loss)")
+        if self.backend == "numpy":
+            from .passes.fusion import describe_groups
+
+            parts += describe_groups(self.graph)
         if self.report:
             parts.append("# passes: " + "; ".join(str(r) for r in self.report))
         return "\n".join(parts)
+
+    def memory_analysis(self) -> dict[str, Any]:
+        """The numpy backend's memory plan (graphc/passes/memory.py), in bytes: argument_bytes (inputs, held by
+        the caller), temp_peak_bytes (live intermediates and kernel scratch at the worst node), peak_bytes (the
+        two together), unplanned_peak_bytes (the same without in-place reuse), in_place_nodes, bytes_reused.
+        A partitioned graph reports its forward and backward graphs, and the larger peak at the top level."""
+        from .passes.memory import plan_memory
+
+        if self.partition is None:
+            return plan_memory(self.graph).as_dict()
+        fwd, bwd = plan_memory(self.partition.forward).as_dict(), plan_memory(self.partition.backward).as_dict()
+        top = max(fwd, bwd, key=lambda d: d["peak_bytes"])
+        return {**top, "forward": fwd, "backward": bwd}
 
     def cost_analysis(self) -> dict[str, Any]:
         """graphc's own flop/byte count; on the jax backend, XLA's cost analysis of the compiled programs."""
@@ -211,7 +233,7 @@ class Executable:
             self._setup(lowered.graph, None, [])
 
     def _setup(self, graph: Graph, backward: Graph | None, cotangents: list[int]) -> None:
-        self.graph = graph
+        self.graph, self.bwd_graph = graph, backward
         self._bwd = None
         if getattr(self, "backend", "numpy") == "jax":  # one jitted XLA program per graph, compiled now
             from .backends.jax.program import Placement, build_programs
@@ -285,7 +307,7 @@ class Executable:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves = self._leaves(args, kwargs)
         self._check_state_is_new()
-        outs = self._fn(*self._gather(leaves))
+        outs = _run(self._fn, self.graph, self._gather(leaves))
         n_out = len(self.outputs)
         saved = outs[n_out:]
         results = []
@@ -297,7 +319,15 @@ class Executable:
                 continue
             if a.base is not None or not a.flags.writeable:
                 a = a.copy()  # state owns its memory
-            if slot.kind == "grad":
+            if isinstance(slot.ref, int):  # the argument passed at this call
+                arg = leaves[slot.ref]
+                if slot.kind == "grad":  # accumulates into an existing .grad, as backward() does
+                    old = arg.grad
+                    arg.grad = Tensor._make(a if old is None else old._data + a, None, arg.dtype)
+                else:
+                    arg._data, arg._sym = a, None
+                    arg._version += 1
+            elif slot.kind == "grad":
                 slot.ref.grad = Tensor._make(a, None, slot.ref.dtype)
             elif isinstance(slot.ref, tuple):  # new optimizer state: (optimizer, parameter, key)
                 opt, p, key = slot.ref
@@ -311,7 +341,12 @@ class Executable:
             result_pos = [i for i, o in enumerate(self.outputs) if o.kind == "result"]
             diff_results = [results[result_pos.index(k)] for k in self._cotangents]
             ins = [leaves[s.ref] if s.kind == "arg" else s.ref for s in (self.inputs[i] for i in self._wrt)]
-            GradFn.record(self._op, {"saved": saved}, ins, diff_results)
+            from .autograd.function import watch_saved  # an in-place update before backward raises, as torch
+
+            every = [leaves[s.ref] if s.kind == "arg" else s.ref for s in self.inputs
+                     if s.kind in ("arg", "param", "buffer", "tensor", "state")]
+            GradFn.record(self._op, {"saved": saved, "watch": watch_saved(every + results, saved)}, ins,
+                          diff_results)
         it = iter(results)
         return unflatten(self.out_tree, [next(it) if s is None else s for s in self.out_static])
 
@@ -319,8 +354,11 @@ class Executable:
         if ctx.history:
             raise RuntimeError("create_graph=True through a compiled function is not supported yet; "
                                "differentiate the eager function instead")
+        from .autograd.function import check_watched
+
+        check_watched(ctx.attrs["watch"])
         cts = [np.zeros(o.shape, o.dtype.np) if g is None else g._data for g, o in zip(gouts, ctx.outputs)]
-        grads = self._bwd(*ctx.attrs["saved"], *cts)
+        grads = _run(self._bwd, self.bwd_graph, [*ctx.attrs["saved"], *cts])
         return tuple(Tensor._make(np.asarray(g), None, t.dtype) if need and k not in self._unused else None
                      for k, (g, t, need) in enumerate(zip(grads, ctx.inputs, ctx.needs)))
 
@@ -411,7 +449,9 @@ def load(path: str, backend: str | None = None, device: Any = None) -> Executabl
     for spec in sig["outputs"]:
         kind, name = spec["kind"], spec["name"]
         ref = None
-        if kind == "update":
+        if spec.get("leaf") is not None:  # an argument's update or .grad
+            ref = spec["leaf"]
+        elif kind == "update":
             ref = by_name[name].ref
         elif kind == "grad":
             ref = by_name.get(name, InputSlot("", "", Tensor._make(None, None, dtype_of("float32")))).ref
@@ -429,6 +469,17 @@ def load(path: str, backend: str | None = None, device: Any = None) -> Executabl
     exe.backend, exe.options, exe._exported = backend, options, exported if backend == "jax" else None
     exe._setup(graph, None, [])
     return exe
+
+
+def _run(fn: Callable, graph: Graph, arrays: list[Any]) -> tuple:
+    """Run generated code; under gc.detect_anomaly() interpret the graph instead, checking every node's output
+    for NaN/Inf and naming its op, phase and user line (as eager mode does)."""
+    if state.anomaly:
+        from .autograd.anomaly import run_checked
+
+        return run_checked(graph, arrays)
+    with np.errstate(all="ignore"):  # log(-1) is nan without a warning, as in eager mode and torch
+        return fn(*arrays)
 
 
 def _dtype(a: np.ndarray) -> Any:
@@ -466,6 +517,11 @@ def _check_arguments(fn: Callable, args: tuple, kwargs: dict, arg_names: list[st
     raise TypeError(f"{getattr(target, '__qualname__', target)}() {why}")
 
 
+# tracing binds symbolic values to shared tensors (parameters, optimizer state): one trace at a time in a
+# process, so two compiled functions over one model can be built from two threads at once
+_TRACE_LOCK = threading.RLock()
+
+
 class CompiledFunction:
     def __init__(self, fn: Callable, backend: str = "numpy", dump: str | None = None, optimize: bool = True,
                  device: Any = None, data_parallel: bool = False, mesh: Any = None):
@@ -481,7 +537,7 @@ class CompiledFunction:
         self._keys: list[dict[str, tuple]] = []
         self._reasons: list[str] = []
         self._calls = 0
-        self._lock = threading.RLock()
+        self._lock = _TRACE_LOCK
         functools.update_wrapper(self, target, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -525,7 +581,8 @@ class CompiledFunction:
 
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """The static graph for these argument types, ahead of time (nothing is run or cached)."""
-        return Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options)
+        with self._lock:
+            return Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options)
 
     def cache_info(self) -> CacheInfo:
         return CacheInfo(sum(map(len, self._cache.values())), len(self._keys), self._calls, list(self._reasons))
@@ -572,4 +629,4 @@ def compile(fn: Callable | None = None, *, backend: str = "numpy", dump: str | N
 # errors end at the user's line (graphc/errors.py)
 for _cls in (Lowered, Executable, CompiledFunction):
     guard_class(_cls)
-load = api_boundary(load)
+load, compile = api_boundary(load), api_boundary(compile)

@@ -37,6 +37,12 @@ def apply(name: str, inputs: Sequence[Any], attrs: dict[str, Any]) -> Any:
             if a.dtype != t.dtype.np:
                 a = a.astype(t.dtype.np)
             outs.append(Tensor._make(a, None, t.dtype))
+        if op.kind == "view":  # a view shares its base's version counter, as in torch
+            for o in outs:
+                o._vc = inputs[0]._vc
+    if op.kind == "view":  # in-place updates of a view reach its base (Tensor._inplace)
+        for o in outs:
+            o._view = (inputs[0], name, attrs)
     if state.grad_enabled and op.vjp is not None:
         for t in inputs:
             if t.requires_grad:

@@ -7,6 +7,7 @@ import numpy as np
 
 from .context import state
 from .dispatch import apply
+from .errors import guard_functions
 from .ir.types import DType, bool_, dtype_of, float32, int64
 from .tensor import Tensor, _shape_args
 
@@ -117,3 +118,6 @@ def rand_like(t: Tensor, *, dtype: DType | None = None, requires_grad: bool = Fa
 
 def randn_like(t: Tensor, *, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
     return randn(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+guard_functions(globals())  # errors end at the user's line (graphc/errors.py)

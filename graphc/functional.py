@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .dispatch import apply
-from .errors import located
+from .errors import guard_functions, located
 from .ir.types import promote
 from .tensor import Tensor, _axes
 
@@ -91,3 +91,5 @@ _METHODS = ("add sub mul div neg abs exp log sqrt rsqrt tanh sigmoid relu sin co
             "unsqueeze eq ne lt le gt ge square").split()
 for _n in _METHODS:
     globals()[_n] = _method(_n)
+
+guard_functions(globals())  # errors end at the user's line (graphc/errors.py)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .context import state
 from .dispatch import apply
-from .errors import TraceError, located, user_location
+from .errors import TraceError, guard_class, located, user_location
 from .hyper import Hyper
 from .ir.types import DType, TensorType, bool_, dtype_of, float32, int64, promote
 
@@ -50,7 +50,7 @@ def _axes(dim: Any, ndim: int) -> tuple[int, ...]:
 
 class Tensor:
     __slots__ = ("_data", "_sym", "_dtype", "_requires_grad", "grad", "grad_fn", "_out_index", "_retains_grad",
-                 "_version", "_base", "_accumulator", "_name", "__weakref__")
+                 "_vc", "_base", "_view", "_accumulator", "_name", "__weakref__")
 
     # torch gives the reflected operator priority to tensors over numpy arrays
     __array_priority__ = 1000
@@ -72,8 +72,9 @@ class Tensor:
         self.grad_fn: Any = None
         self._out_index = 0
         self._retains_grad = False
-        self._version = 0
+        self._vc = [0]  # version counter, shared with detached aliases and views (as torch's)
         self._base: Tensor | None = None
+        self._view: tuple | None = None  # (base, view op, attrs) when a view op made this tensor
         self._accumulator: Any = None
         self._name: str | None = None
 
@@ -86,7 +87,17 @@ class Tensor:
     def _alias(self) -> Tensor:
         """A new handle on the same value (shared array / IR value) without autograd history."""
         t = Tensor._make(self._data, self._sym, self._dtype)
+        t._vc = self._vc
         return t
+
+    @property
+    def _version(self) -> int:
+        """Bumped by every in-place update; backward compares it with the version an op saved."""
+        return self._vc[0]
+
+    @_version.setter
+    def _version(self, v: int) -> None:
+        self._vc[0] = v
 
     # ---- basic attributes -----------------------------------------------------------------------
     @property
@@ -157,8 +168,8 @@ class Tensor:
 
     @property
     def data(self) -> Tensor:
-        t = self._alias()
-        t._base = self
+        t = self._traced_detach() if state.tracer is not None else self._alias()
+        t._base, t._vc = self, [0]  # as torch's .data: updates through it are not tracked
         return t
 
     @data.setter
@@ -166,7 +177,18 @@ class Tensor:
         self._data, self._sym, self._dtype = value._data, value._sym, value._dtype
 
     def detach(self) -> Tensor:
-        return self._alias()
+        return self._traced_detach() if state.tracer is not None else self._alias()
+
+    def _traced_detach(self) -> Tensor:
+        """While tracing, an alias would be the same graph value, and a compiled backward would differentiate
+        through it: record an identity node under no_grad instead (its meta says so; see passes/autodiff)."""
+        prev, state.grad_enabled = state.grad_enabled, False
+        try:
+            t = apply("cast", (self,), {"dtype": self._dtype.name})
+        finally:
+            state.grad_enabled = prev
+        t._vc = self._vc
+        return t
 
     def detach_(self) -> Tensor:
         self.grad_fn, self._requires_grad = None, False
@@ -316,6 +338,12 @@ class Tensor:
 
     def _binary(self, name: str, other: Any, reverse: bool = False) -> Tensor:
         a, b = self, self._lift(other)
+        if name == "sub" and bool_ in (a._dtype, b._dtype):  # torch's wording
+            raise RuntimeError(located(
+                "Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` or "
+                "`logical_xor()` operator instead." if a._dtype == b._dtype else
+                "Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert "
+                "a mask, use the `~` or `logical_not()` operator instead."))
         if a._dtype != b._dtype:
             # torch: a Python scalar (lifted to 0-d) or a 0-d tensor never widens a dimensioned tensor of its
             # category (f32 * f64 0-d -> f32); it can raise the category (int tensor * 2.5 -> float32)
@@ -342,7 +370,11 @@ class Tensor:
 
     def __pow__(self, o): return self._binary("pow", o)  # noqa: E704
     def __rpow__(self, o): return self._binary("pow", o, True)  # noqa: E704
-    def __neg__(self): return apply("neg", (self,), {})  # noqa: E704
+    def __neg__(self):
+        if self._dtype == bool_:
+            raise RuntimeError(located("Negation, the `-` operator, on a bool tensor is not supported. If you are "
+                                       "trying to invert a mask, use the `~` or `logical_not()` operator instead."))
+        return apply("neg", (self,), {})
     def __pos__(self): return self  # noqa: E704
     def __abs__(self): return self.abs()  # noqa: E704
     def __matmul__(self, o): return self.matmul(o)  # noqa: E704
@@ -600,6 +632,30 @@ class Tensor:
             from .factories import full
 
             result = self.where(full(self.shape, False), result)
+        view = self._view
+        if view is not None and (state.tracer is not None or self.grad_fn is not None or view[0].requires_grad
+                                 or not np.may_share_memory(self._data, view[0]._data)):
+            # no shared memory to write through (a traced value, a kernel that copied, or a value with autograd
+            # history): update the base explicitly, then take the view of the new base, as torch's view +
+            # CopySlices does
+            base, op, attrs = view
+            base._inplace(_scatter_into(base, op, attrs, result))
+            new = apply(op, (base,), attrs)
+            self._data, self._sym, self.grad_fn, self._out_index, self._requires_grad = \
+                new._data, new._sym, new.grad_fn, new._out_index, new._requires_grad
+            return self
+        fn = result.grad_fn
+        if fn is not None and fn.inputs:
+            # the op computing the update saved this tensor's old value (mul_ needs it for the other operand's
+            # gradient): keep that value private, so this very update does not count as modifying it
+            for k, s in enumerate(fn.inputs):
+                if s._vc is self._vc:
+                    snap = s._alias()
+                    snap._vc, snap._requires_grad, snap.grad_fn, snap._out_index = [0], s._requires_grad, \
+                        s.grad_fn, s._out_index
+                    if state.tracer is None and self.grad_fn is None:  # about to be overwritten in place below
+                        snap._data = snap._data.copy()
+                    fn.inputs[k], fn.versions[k] = snap, 0
         tracer = state.tracer
         if tracer is not None:
             self._sym = result._sym
@@ -663,6 +719,25 @@ class Tensor:
         return Tensor(data, dtype=self._dtype)
 
 
+def _scatter_into(base: Tensor, op: str, attrs: dict, value: Tensor) -> Tensor:
+    """The base tensor with `value` written where the view op `op` reads from it."""
+    if op == "reshape":
+        return value.reshape(base.shape)
+    if op == "permute":
+        inverse = [0] * len(attrs["perm"])
+        for i, p in enumerate(attrs["perm"]):
+            inverse[p] = i
+        return value.permute(*inverse)
+    if op == "index":
+        from .factories import ones
+
+        placed = apply("index_grad", (value,), {"index": attrs["index"], "shape": base.shape})
+        mask = apply("index_grad", (ones(value.shape, dtype=bool_),), {"index": attrs["index"], "shape": base.shape})
+        return placed.where(mask, base)
+    raise RuntimeError(located("unsupported operation: more than one element of the written-to tensor refers to a "
+                               "single memory location. Please clone() the tensor before performing the operation."))
+
+
 def _normalize_index(index: Any, shape: tuple[int, ...]) -> tuple[tuple, bool]:
     """Basic indexing (ints, slices, None, Ellipsis) -> the index op's attr."""
     if not isinstance(index, tuple):
@@ -700,3 +775,6 @@ def _normalize_index(index: Any, shape: tuple[int, ...]) -> tuple[tuple, bool]:
         out.append(("s", 0, shape[d], 1))
         d += 1
     return tuple(out), False
+
+
+guard_class(Tensor, subclasses=True)  # errors end at the user's line (graphc/errors.py)

@@ -38,7 +38,8 @@ class OutputSlot:
 
     kind: str  # result | update | grad | new_state
     name: str
-    ref: Any = None  # Tensor to write back into; for new_state, (optimizer, parameter, key) to create
+    ref: Any = None  # Tensor to write back into; for new_state, (optimizer, parameter, key) to create; for an
+    #                  argument's update or .grad, the argument's leaf index
     requires_grad: bool = False  # a result that carries autograd history out of the graph
 
 
@@ -72,9 +73,17 @@ def find_state_owners(fn: Callable, args: tuple) -> tuple[dict[str, Any], dict[s
                 cands[n] = cell.cell_contents
             except ValueError:
                 pass
+        # default values (def step(x, model=model)) are reached as surely as globals
+        defaults = getattr(target, "__defaults__", None) or ()
+        names = code.co_varnames[code.co_argcount - len(defaults):code.co_argcount]
+        cands.update(zip(names, defaults))
+        cands.update(getattr(target, "__kwdefaults__", None) or {})
     bound = getattr(fn, "__self__", None)
     if bound is not None:
         cands["self"] = bound
+        if not hasattr(bound, "named_parameters"):  # a trainer object's method: its modules and optimizers
+            for k, v in getattr(bound, "__dict__", {}).items():
+                cands.setdefault(f"self.{k}", v)
     for i, a in enumerate(args):
         cands.setdefault(f"arg{i}", a)
     modules = {k: v for k, v in cands.items() if hasattr(v, "named_parameters") and hasattr(v, "named_buffers")}
@@ -208,6 +217,8 @@ class Tracer:
         mp = module_path()
         if mp:
             meta["module"] = mp
+        if not state.grad_enabled and state.phase == "forward":
+            meta["no_grad"] = True  # (no_grad blocks, detach) the compiled backward must not differentiate it
         return meta
 
 
@@ -261,10 +272,14 @@ def trace(fn: Callable, args: tuple, kwargs: dict, *, name: str, names: Names,
             if g is not None and g is not tracer.grads_before[tid] and g._sym is not None:
                 out_vals.append(tracer.value_of(g))
                 outputs.append(OutputSlot("grad", "grad." + tracer.start_value[tid].name, t))
+        # an argument's in-place update and its .grad go to the tensor passed at each call (ref: leaf index)
         for i, p in enumerate(proxies):
             if isinstance(p, Tensor) and p._sym is not arg_inputs[id(p)]:
                 out_vals.append(p._sym)
-                outputs.append(OutputSlot("update", arg_inputs[id(p)].name, leaves[i][1]))
+                outputs.append(OutputSlot("update", arg_inputs[id(p)].name, i))
+            if isinstance(p, Tensor) and p.grad is not None:
+                out_vals.append(tracer.value_of(p.grad))
+                outputs.append(OutputSlot("grad", "grad." + arg_inputs[id(p)].name, i))
         for var, o in (optims or {}).items():
             for prm, st in o.state.items():
                 for k, v in st.items():

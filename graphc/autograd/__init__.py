@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import api_boundary
 from ..passes.autodiff import run_backward
 from .anomaly import detect_anomaly
 from .function import AccumulateGrad, GradFn
@@ -44,6 +45,8 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
                                    "the graph. Set allow_unused=True if this is the desired behavior.")
     return tuple(res)
 
+
+backward, grad = api_boundary(backward), api_boundary(grad)  # errors end at the user's line
 
 __all__ = ["AccumulateGrad", "GradFn", "backward", "detect_anomaly", "enable_grad", "grad", "is_grad_enabled",
            "no_grad", "set_grad_enabled"]

@@ -44,3 +44,27 @@ def check_backward(fn: Any, grads: Any) -> None:
                    f"backward phase")
             # the forward op's line when it ran under detect_anomaly, else the line that called backward
             raise RuntimeError(f"{msg} (forward op recorded at {fn.source})" if fn.source else located(msg))
+
+
+def run_checked(graph: Any, arrays: Any) -> tuple:
+    """Interpret a graph node by node with the numpy kernels, raising on the first NaN/Inf a node produces
+    (the compiled-code twin of check_forward/check_backward). -> the graph's outputs."""
+    from ..backends.numpy import KERNELS
+
+    env = {id(v): a for v, a in zip(graph.inputs, arrays)}
+    with np.errstate(all="ignore"):
+        for node in graph.nodes:
+            res = KERNELS[node.op](*[env[id(v)] for v in node.inputs], **node.attrs)
+            for v, a in zip(node.outputs, res if len(node.outputs) > 1 else (res,)):
+                a = np.asarray(a)
+                if a.dtype != v.type.dtype.np:
+                    a = a.astype(v.type.dtype.np)
+                if a.dtype.kind == "f" and not np.isfinite(a).all():
+                    meta = node.meta
+                    where = [f"in module {meta['module']}"] if meta.get("module") else []
+                    where += [f"at {meta['source']}"] if meta.get("source") else []
+                    raise RuntimeError(f"detect_anomaly: op '{node.op}' produced NaN/Inf in its output during the "
+                                       f"{meta.get('phase', 'forward')} phase of a compiled graph"
+                                       + (f" ({', '.join(where)})" if where else ""))
+                env[id(v)] = a
+    return tuple(env[id(v)] for v in graph.outputs)

@@ -39,7 +39,7 @@ def accumulator(t: Any) -> AccumulateGrad:
 
 class GradFn:
     __slots__ = ("op", "attrs", "inputs", "edges", "needs", "out_payload", "retained", "freed", "source", "module",
-                 "scalar_exponent", "__weakref__")
+                 "scalar_exponent", "versions", "__weakref__")
 
     @staticmethod
     def record(op: Any, attrs: dict, inputs: Any, outs: list[Any]) -> GradFn:
@@ -58,9 +58,10 @@ class GradFn:
                 edges.append((accumulator(t), 0) if t._requires_grad else (None, 0))
                 needs.append(t._requires_grad)
         fn.inputs, fn.edges, fn.needs = saved, edges, needs
+        fn.versions = [t._vc[0] for t in saved]  # an in-place update after this point invalidates the saved value
         # x ** 2 is torch's pow(Tensor, Scalar): its grad_fn has one edge, not an edge for the constant
         fn.scalar_exponent = op.name == "pow" and getattr(inputs[1], "_name", None) == "#const"
-        fn.out_payload = [(o._data, o._sym, o._dtype) for o in outs]
+        fn.out_payload = [(o._data, o._sym, o._dtype, o._vc, o._vc[0]) for o in outs]
         fn.retained, fn.freed = None, False
         over = state.meta_override
         if over is not None:  # replaying a graph: keep the original node's user line
@@ -85,11 +86,32 @@ class GradFn:
         return f"<{self.name()}>"
 
     # ---- used by the autodiff pass ---------------------------------------------------------------
+    def saved_inputs(self) -> list[Any]:
+        """The inputs as recorded; one modified in place since then reads as torch's error (see _Modified)."""
+        out = list(self.inputs)
+        for i, (t, v) in enumerate(zip(out, self.versions)):
+            if t._vc[0] != v:
+                by = f", which is output {t._out_index} of {_short(t.grad_fn)}," if t.grad_fn is not None else ""
+                out[i] = _Modified(t, self._modified_message(t, by, v))
+        return out
+
+    def _modified_message(self, t: Any, by: str, version: int) -> str:
+        hint = (f"Hint: the value was saved by {_short(self)} at {self.source}; use the out-of-place op or .clone() "
+                f"the tensor before updating it." if self.source else
+                "Hint: enable anomaly detection to find the operation that failed to compute its gradient, with "
+                "gc.detect_anomaly().")
+        return (f"one of the variables needed for gradient computation has been modified by an inplace operation: "
+                f"[graphc.{_TYPE_NAMES.get(t.dtype.name, 'Tensor')} {list(t.shape)}]{by} is at version "
+                f"{t._vc[0]}; expected version {version} instead. {hint}")
+
     def output(self, i: int, with_history: bool) -> Any:
         from ..tensor import Tensor
 
-        data, sym, dtype = self.out_payload[i]
+        data, sym, dtype, vc, version = self.out_payload[i]
         t = Tensor._make(data, sym, dtype)
+        if vc[0] != version:
+            t._vc = vc
+            return _Modified(t, self._modified_message(t, f", which is output {i} of {_short(self)},", version))
         if with_history and dtype.is_floating_point:
             t._requires_grad, t.grad_fn, t._out_index = True, self, i
         return t
@@ -102,3 +124,75 @@ class GradFn:
     def release(self) -> None:
         """Free saved values after a backward without retain_graph."""
         self.inputs, self.out_payload, self.freed = None, None, True
+
+
+def _base_id(a: Any) -> int:
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return id(a)
+
+
+def watch_saved(tensors: Any, saved: Any) -> list[tuple]:
+    """For a compiled function's backward, whose saved values are plain arrays: the version of every tensor
+    whose array is (or is viewed by) a saved array, so check_watched can refuse a stale backward as torch does."""
+    bases = {_base_id(a) for a in saved}
+    return [(t._vc, t._vc[0], t._dtype.name, tuple(t.shape)) for t in tensors
+            if t._data is not None and _base_id(t._data) in bases]
+
+
+def check_watched(watched: Any) -> None:
+    for vc, version, dtype, shape in watched:
+        if vc[0] != version:
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an inplace operation: "
+                f"[graphc.{_TYPE_NAMES.get(dtype, 'Tensor')} {list(shape)}] is at version {vc[0]}; expected version "
+                f"{version} instead. Hint: a compiled function saved it for its backward; use the out-of-place op or "
+                f".clone() the tensor before updating it.")
+
+
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor", "int32": "IntTensor",
+               "bool": "BoolTensor"}
+
+
+def _short(fn: Any) -> str:
+    """torch's node name in this message: ExpBackward0 -> Exp."""
+    name = fn.name()
+    return name[:-len("Backward0")] if name.endswith("Backward0") else name
+
+
+def _modified_class() -> type:
+    from ..tensor import Tensor
+
+    def _fail(self: Any) -> Any:
+        raise RuntimeError(self._why)
+
+    class _Modified(Tensor):
+        """What a VJP receives for a saved tensor that was updated in place after the op saved it: its shape and
+        dtype still read, its value raises torch's error, so only a VJP that needs the value fails (as in torch,
+        where only saved tensors are checked)."""
+
+        __slots__ = ("_why", "_shape")
+        _data = property(_fail)
+        _sym = property(_fail)
+
+        def __init__(self, t: Any, why: str) -> None:  # not Tensor.__init__: there is no value at all
+            self._why, self._shape, self._dtype = why, tuple(t.shape), t._dtype
+            self._requires_grad, self.grad, self.grad_fn, self._out_index = t._requires_grad, None, t.grad_fn, \
+                t._out_index
+            self._retains_grad, self._vc, self._base, self._accumulator, self._name = False, t._vc, None, None, None
+
+        @property
+        def shape(self) -> tuple[int, ...]:
+            return self._shape
+
+    return _Modified
+
+
+_MODIFIED: Any = None
+
+
+def _Modified(t: Any, why: str) -> Any:  # noqa: N802  (the class is built on first use: tensor.py imports later)
+    global _MODIFIED
+    if _MODIFIED is None:
+        _MODIFIED = _modified_class()
+    return _MODIFIED(t, why)

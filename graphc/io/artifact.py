@@ -45,7 +45,8 @@ def save_artifact(exe: Any, path: str, export: bool | None = None) -> None:
     signature = {
         "inputs": [{"kind": s.kind, "name": s.name, "leaf": s.ref if s.kind == "arg" else None}
                    | ({"value": float(s.ref())} if s.kind == "hyper" else {}) for s in exe.inputs],
-        "outputs": [{"kind": o.kind, "name": o.name} for o in exe.outputs],
+        "outputs": [{"kind": o.kind, "name": o.name, "leaf": o.ref if isinstance(o.ref, int) else None}
+                    for o in exe.outputs],
         "in_tree": _enc(exe.in_tree), "out_tree": _enc(exe.out_tree), "out_static": exe.out_static,
         "arg_types": [{"shape": list(t.shape), "dtype": t.dtype.name} for t in exe.arg_types],
         "in_static": exe.in_static,

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..autograd import no_grad
 from ..dispatch import apply
+from ..errors import guard_functions
 from ..factories import arange, rand_like
 from ..functional import stack
 from ..ir.types import DType, int64
@@ -349,3 +350,6 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, reduction: s
     """max(x, 0) - x*t + log(1 + exp(-|x|)): the numerically stable form torch uses."""
     loss = input.relu() - input * target + ((-input.abs()).exp() + 1).log()
     return _reduce(loss, reduction)
+
+
+guard_functions(globals())  # errors end at the user's line (graphc/errors.py)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..context import module_scope
+from ..errors import guard_class
 from ..ir.types import DType, dtype_of
 from ..tensor import Tensor
 from .parameter import Parameter
@@ -402,7 +403,11 @@ class Module:
             if tuple(a.shape) != tuple(t.shape):
                 errors.append(f"size mismatch for {k}: copying a param with shape {_fmt_shape(a.shape)} from "
                               f"checkpoint, the shape in current model is {_fmt_shape(t.shape)}.")
-            arrays.append((t, a))
+                continue
+            try:  # converted before anything is written: a value that cannot be converted changes nothing
+                arrays.append((t, np.asarray(a, dtype=t.dtype.np)))
+            except (TypeError, ValueError) as e:
+                errors.append(f"could not convert {k} (dtype {a.dtype}) to {t.dtype.name}: {e}")
         if strict:
             if unexpected:
                 errors.insert(0, f"Unexpected key(s) in state_dict: {_quoted(unexpected)}. ")
@@ -413,7 +418,7 @@ class Module:
                 type(self).__name__, "\n\t".join(errors)))
         with no_grad():
             for t, a in arrays:
-                t.copy_(Tensor(np.asarray(a, dtype=t.dtype.np)))
+                t.copy_(Tensor(a))
         return _IncompatibleKeys(missing, unexpected)
 
     def _prefixed_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -453,3 +458,6 @@ def _as_array(v: Any, key: str) -> np.ndarray:
         return np.asarray(v)
     except Exception as e:  # noqa: BLE001
         raise TypeError(f"load_state_dict: value for {key!r} is not an array ({type(v).__name__})") from e
+
+
+guard_class(Module, subclasses=True)  # errors end at the user's line (graphc/errors.py)

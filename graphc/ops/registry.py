@@ -14,6 +14,9 @@ class ShapeError(RuntimeError):
     """A shape or dtype rule rejected its inputs (torch raises RuntimeError here too)."""
 
 
+ShapeError.__module__ = "graphc"  # tracebacks print graphc.ShapeError, the public name
+
+
 @dataclass
 class Sample:
     """Inputs for the automatic op tests: arrays (float64 where differentiable) plus attrs."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..autograd import enable_grad, no_grad
 from ..context import phase
+from ..errors import guard_class
 from ..tensor import Tensor
 
 
@@ -153,3 +154,6 @@ def _dtype(a: np.ndarray) -> Any:
     from ..ir.types import dtype_of
 
     return dtype_of(a.dtype)
+
+
+guard_class(Optimizer, subclasses=True)  # errors end at the user's line (graphc/errors.py)

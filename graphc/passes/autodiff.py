@@ -32,7 +32,8 @@ class _Ctx:
     __slots__ = ("fn", "attrs", "needs", "inputs", "history")
 
     def __init__(self, fn: Any, history: bool) -> None:
-        self.fn, self.attrs, self.needs, self.inputs, self.history = fn, fn.attrs, fn.needs, fn.inputs, history
+        self.fn, self.attrs, self.needs, self.history = fn, fn.attrs, fn.needs, history
+        self.inputs = fn.saved_inputs()  # torch's error for a saved input updated in place since
 
     @property
     def outputs(self) -> list[Any]:
@@ -208,10 +209,11 @@ def differentiate(g: Graph, wrt: Sequence[int], outs: Sequence[int] | None = Non
     try:
         for node in g.nodes:
             state.meta_override = node.meta
+            state.grad_enabled = not node.meta.get("no_grad", False)  # traced under no_grad or detached
             res = apply(node.op, [env[id(v)] for v in node.inputs], node.attrs)
             for v, r in zip(node.outputs, res if isinstance(res, tuple) else (res,)):
                 env[id(v)] = r
-        state.meta_override = None
+        state.meta_override, state.grad_enabled = None, True
         results = [env[id(v)] for v in g.outputs]
         chosen = set(range(len(g.outputs)) if outs is None else outs)
         roots, cts, which = [], [], []

@@ -1,4 +1,4 @@
-"""The numpy backend: kernels per op (registered by name) and, later, generated code."""
+"""The numpy backend: kernels per op (registered by name) and generated code (codegen.generate)."""
 from . import conv, elementwise, misc, reduce, shape  # noqa: E402,F401  (fill KERNELS)
 from .registry import KERNELS, kernel, run_kernel
 

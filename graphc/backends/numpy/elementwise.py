@@ -1,6 +1,8 @@
 """numpy kernels for elementwise ops."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .registry import KERNELS, kernel
@@ -16,31 +18,81 @@ _UFUNCS = {
 KERNELS.update(_UFUNCS)
 
 
+def takes_out(fn: Callable) -> Callable:
+    """Mark a kernel as accepting out= (an array of its output's type to write into), so the memory
+    plan may run it in place. Without out= it allocates, like any kernel."""
+    fn.supports_out = True
+    return fn
+
+
 @kernel("rsqrt")
-def rsqrt(x):
-    return 1 / np.sqrt(x)
+@takes_out
+def rsqrt(x, out=None):
+    out = np.sqrt(x, out=out)
+    return np.divide(1, out, out=out, dtype=out.dtype) if isinstance(out, np.ndarray) else 1 / out
 
 
 @kernel("sigmoid")
-def sigmoid(x):
+@takes_out
+def sigmoid(x, out=None):
     # split by sign so that exp never overflows
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    r = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    if out is None:
+        return r
+    np.copyto(out, r)
+    return out
 
 
 @kernel("relu")
-def relu(x):
-    return np.maximum(x, 0)
+@takes_out
+def relu(x, out=None):
+    return np.maximum(x, x.dtype.type(0), out=out)
+
+
+_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
+
+
+def _zero_bits(v: np.ndarray) -> bool:
+    """v is one element whose bit pattern is all zeros (+0.0, not -0.0)."""
+    return v.size == 1 and not np.asarray(v).view(_BITS[v.dtype]).any()
 
 
 @kernel("where")
-def where(c, a, b):
-    return np.where(c, a, b)
+@takes_out
+def where(c, a, b, out=None):
+    """np.where is a masked copy that branches per element: with a random mask (a ReLU's gradient) it runs
+    ~20x slower than a ufunc. Float operands are selected bitwise instead, without branches and exactly
+    (NaN, inf and -0.0 included): bits(a) & m | bits(b) & ~m with m = -c (all ones where c holds)."""
+    a, b = np.asarray(a), np.asarray(b)
+    it = _BITS.get(a.dtype)
+    if it is None or b.dtype != a.dtype or (out is not None and out.dtype != a.dtype):
+        r = np.where(c, a, b)
+        if out is None:
+            return r
+        np.copyto(out, r)
+        return out
+    shape = np.broadcast_shapes(np.shape(c), a.shape, b.shape)
+    if out is None:
+        out = np.empty(shape, dtype=a.dtype)
+    m = np.subtract(0, c, dtype=it)  # -1 (all bits) where c, else 0
+    ov = out.view(it)
+    if _zero_bits(b):
+        np.bitwise_and(a.view(it), m, out=ov)
+    elif _zero_bits(a):
+        np.bitwise_and(b.view(it), np.invert(m, out=m), out=ov)
+    else:
+        keep_b = np.bitwise_and(b.view(it), np.invert(m))  # before out (which may be a or b) is written
+        np.bitwise_and(a.view(it), m, out=ov)
+        np.bitwise_or(ov, keep_b, out=ov)
+    return out
 
 
 @kernel("clamp")
-def clamp(x, *, min, max):
-    return np.clip(x, min, max).astype(x.dtype, copy=False)
+@takes_out
+def clamp(x, *, min, max, out=None):
+    r = np.clip(x, min, max, out=out)
+    return r.astype(x.dtype, copy=False) if out is None else r
 
 
 @kernel("cast")

@@ -1,0 +1,166 @@
+"""Memory planning for the numpy backend: liveness, in-place execution and the planned peak.
+
+The generated numpy code allocates one array per node output and drops each name right after
+its last use. This pass decides, per node, whether its result can be written with `out=` into
+the buffer of an input that dies at that very node (in-place execution), which saves the
+allocation, the page faults of a fresh multi-megabyte buffer, and half the cache traffic of a
+streaming elementwise op. A chain of elementwise ops (a fused group) thus runs in ONE buffer.
+
+Safety rules, checked on storages (a value and every view of it share one storage):
+  * never write into a graph input (the caller's parameters, optimizer state, data): a failed
+    call must change nothing, and an input may be read again after the step;
+  * never write into a storage that is still live after this node: a saved activation, a graph
+    output, or any view of the buffer read later;
+  * only full-size buffers of exactly the output's type (shape and dtype), produced fresh by a
+    kernel of this graph (not a view, not a broadcast), and only for ops whose kernel takes
+    `out=` (numpy ufuncs and the kernels that declare it).
+The planned peak walks the same schedule: bytes of live buffers plus each kernel's scratch (the
+im2col columns of a convolution, say), with graph inputs counted as resident throughout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir.graph import Graph, Node, Value
+from ..ops import OPS
+
+#: buffers below this size are left to numpy's small-array cache: out= would cost more than it saves
+MIN_INPLACE_BYTES = 1 << 14
+
+
+def out_capable(op: str) -> bool:
+    """Whether the numpy kernel of op accepts out= (ufuncs do; kernels declare it)."""
+    from ..backends.numpy.elementwise import _UFUNCS
+    from ..backends.numpy.registry import KERNELS
+
+    return op in _UFUNCS or bool(getattr(KERNELS.get(op), "supports_out", False))
+
+
+@dataclass
+class MemoryPlan:
+    """What the generated code does with memory, and what that costs at its worst moment."""
+
+    out: dict[int, Value] = field(default_factory=dict)  # id(output value) -> input value whose buffer it reuses
+    argument_bytes: int = 0  # graph inputs, resident for the whole call (owned by the caller)
+    output_bytes: int = 0  # graph outputs computed here
+    peak_bytes: int = 0  # arguments + the largest set of live buffers (and kernel scratch) at any node
+    unplanned_peak_bytes: int = 0  # the same without in-place reuse: every node allocates its outputs
+    in_place: int = 0  # nodes that write into a dying input's buffer
+    bytes_reused: int = 0  # bytes those nodes did not allocate
+    peak_node: str = ""  # the value being computed at the peak
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"argument_bytes": self.argument_bytes, "output_bytes": self.output_bytes,
+                "temp_peak_bytes": self.peak_bytes - self.argument_bytes, "peak_bytes": self.peak_bytes,
+                "unplanned_peak_bytes": self.unplanned_peak_bytes, "in_place_nodes": self.in_place,
+                "bytes_reused": self.bytes_reused, "peak_at": self.peak_node}
+
+    def __str__(self) -> str:
+        mb = 1 / 2**20
+        return (f"planned peak {self.peak_bytes * mb:.1f} MiB (arguments {self.argument_bytes * mb:.1f} MiB), "
+                f"{self.unplanned_peak_bytes * mb:.1f} MiB without the plan; {self.in_place} nodes in place "
+                f"({self.bytes_reused * mb:.1f} MiB not allocated)")
+
+
+def storages(g: Graph) -> dict[int, int]:
+    """id(value) -> id of the value that owns its memory (views share their source's storage)."""
+    owner: dict[int, int] = {id(v): id(v) for v in g.inputs}
+    for node in g.nodes:
+        kind = OPS[node.op].kind
+        for v in node.outputs:
+            owner[id(v)] = owner[id(node.inputs[0])] if kind == "view" and node.inputs else id(v)
+    return owner
+
+
+def _scratch_bytes(node: Node) -> int:
+    """Temporary memory a kernel allocates beyond its outputs (an estimate for the planned peak)."""
+    op, a = node.op, node.attrs
+    if op in ("conv2d", "conv2d_weight_grad"):
+        x = node.inputs[0].type
+        out = node.outputs[0].type if op == "conv2d" else node.inputs[1].type
+        kh, kw = a.get("kernel_size") or node.inputs[1].type.shape[2:]
+        positions = out.shape[0] * out.shape[2] * out.shape[3]
+        pad = x.nbytes if any(a["padding"]) else 0
+        return pad + (0 if (kh, kw) == (1, 1) and a["stride"] == (1, 1) else
+                      x.shape[1] * kh * kw * positions * x.dtype.itemsize)
+    if op == "conv2d_input_grad":
+        g, w = node.inputs[0].type, node.inputs[1].type
+        cols = w.shape[1] * a["groups"] * w.shape[2] * w.shape[3] * g.shape[0] * g.shape[2] * g.shape[3]
+        return cols * g.dtype.itemsize + node.outputs[0].type.nbytes
+    if op in ("max_pool2d", "max_pool2d_grad"):
+        x = node.inputs[-1].type
+        extra = 0 if op == "max_pool2d" else x.numel * 8 + node.inputs[0].type.numel * 16  # float64 sums, indices
+        return x.nbytes + extra
+    return 0
+
+
+def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES) -> MemoryPlan:
+    """The in-place decisions for g's nodes in their order, and the peak they lead to."""
+    owner = storages(g)
+    # graph inputs, and constants (which the generated code builds once and shares between calls)
+    external = {id(v) for v in g.inputs} | {id(n.outputs[0]) for n in g.nodes if OPS[n.op].kind == "factory"}
+    end = len(g.nodes)
+    last: dict[int, int] = {}  # storage -> index of the last node reading any value of it (end: outlives the call)
+    for i, node in enumerate(g.nodes):
+        for v in node.inputs:
+            last[owner[id(v)]] = i
+    for v in g.outputs:
+        last[owner[id(v)]] = end
+    rep: dict[int, int] = {}  # storage -> the storage whose buffer it was written into
+
+    def find(s: int) -> int:
+        while s in rep:
+            s = rep[s]
+        return s
+
+    plan = MemoryPlan()
+    for i, node in enumerate(g.nodes):
+        if len(node.outputs) != 1 or OPS[node.op].kind != "elementwise" or not out_capable(node.op):
+            continue
+        o = node.outputs[0]
+        if o.type.nbytes < min_bytes or o.type.ndim == 0:  # numpy returns scalars, not arrays, for 0-d results
+            continue
+        for v in node.inputs:
+            s = find(owner[id(v)])
+            if (owner[id(v)] == id(v) and s not in external and last.get(s) == i and v.type == o.type
+                    and v.producer is not None):
+                plan.out[id(o)] = v
+                rep[id(o)] = s
+                last[s] = max(i, last.get(id(o), i))
+                plan.in_place += 1
+                plan.bytes_reused += o.type.nbytes
+                break
+    plan.argument_bytes = sum(v.type.nbytes for v in g.inputs)
+    plan.output_bytes = sum(v.type.nbytes for v in g.outputs if find(owner[id(v)]) not in external)
+    peak, plan.peak_node = _peak(g, owner, find, last, external)
+    plan.peak_bytes = plan.argument_bytes + peak
+    plain_last: dict[int, int] = {}
+    for i, node in enumerate(g.nodes):
+        for v in node.inputs:
+            plain_last[owner[id(v)]] = i
+    for v in g.outputs:
+        plain_last[owner[id(v)]] = end
+    plan.unplanned_peak_bytes = plan.argument_bytes + _peak(g, owner, lambda s: s, plain_last, external)[0]
+    return plan
+
+
+def _peak(g: Graph, owner: dict[int, int], find: Any, last: dict[int, int], external: set[int]) -> tuple[int, str]:
+    """Walk the schedule: a storage is allocated by the node producing its root value and freed after its
+    last reader; -> (largest bytes live at once, kernel scratch included; the value computed then)."""
+    live, peak, where = 0, 0, ""
+    size: dict[int, int] = {}
+    for i, node in enumerate(g.nodes):
+        for o in node.outputs:
+            s = find(owner[id(o)])
+            if s == id(o) and s not in external:
+                size[s] = o.type.nbytes
+                live += o.type.nbytes
+        scratch = _scratch_bytes(node)
+        if live + scratch > peak:
+            peak, where = live + scratch, (node.outputs[0].name if node.outputs else node.op)
+        for v in list(node.inputs) + list(node.outputs):
+            s = find(owner[id(v)])
+            if s in size and last.get(s, i) <= i:
+                live -= size.pop(s)
+    return peak, where
