@@ -299,3 +299,15 @@ def test_blas_threads_can_be_pinned(monkeypatch):
     monkeypatch.setenv("GRAPHC_BLAS_THREADS", "off")
     f = lambda: 0  # noqa: E731
     assert threads.with_blas_policy(f) is f
+
+
+def test_where_with_zero_dimensional_operands():
+    """0-d condition and branches (fuzz program 5330): the bit-select path must not hand numpy a scalar as out=."""
+    from graphc.backends.numpy.registry import KERNELS
+
+    where = KERNELS["where"]
+    for c in (np.array(True), np.array(False)):
+        for a, b in ((np.array(2.0, np.float32), np.array(0.0, np.float32)),
+                     (np.array(0.0, np.float32), np.array(3.0, np.float32)),
+                     (np.array(2.0, np.float32), np.array(3.0, np.float32))):
+            np.testing.assert_array_equal(where(c, a, b), np.where(c, a, b))

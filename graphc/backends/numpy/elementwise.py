@@ -75,7 +75,7 @@ def where(c, a, b, out=None):
     shape = np.broadcast_shapes(np.shape(c), a.shape, b.shape)
     if out is None:
         out = np.empty(shape, dtype=a.dtype)
-    m = np.subtract(0, c, dtype=it)  # -1 (all bits) where c, else 0
+    m = np.asarray(np.subtract(0, c, dtype=it))  # -1 (all bits) where c, else 0 (an array even when 0-d)
     ov = out.view(it)
     if _zero_bits(b):
         np.bitwise_and(a.view(it), m, out=ov)
