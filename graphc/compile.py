@@ -19,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from . import factories
+from .autograd.function import GradFn, check_watched, watch_saved
 from .context import state
 from .errors import api_boundary, guard_class
 from .ir.graph import Graph
+from .ir.types import dtype_of
 from .ops.registry import OpDef
 from .passes.autodiff import differentiate
 from .passes.manager import PassRecord, run_passes
@@ -29,17 +32,17 @@ from .passes.partition import partition
 from .passes.simplify import DEFAULT_PIPELINE
 from .pytree import flatten, unflatten
 from .tensor import Tensor
-from .trace import Traced, find_state_owners, state_names, trace
+from .trace import Traced, _arg_name, find_state_owners, state_names, trace
 
 # ---- cache keys ----------------------------------------------------------------------------------
 
 def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> dict[str, tuple]:
     """Everything the traced graph depends on, as {readable path: (field, value) pairs}."""
-    from .trace import _arg_name
 
-    desc: dict[str, tuple] = {"(structure)": (("tree", flatten((args, kwargs))[1]),),
+    flat, tree = flatten((args, kwargs))
+    desc: dict[str, tuple] = {"(structure)": (("tree", tree),),
                               "(grad mode)": (("enabled", state.grad_enabled),)}
-    for path, leaf in flatten((args, kwargs))[0]:
+    for path, leaf in flat:
         name = _arg_name(path, arg_names)
         if isinstance(leaf, Tensor):
             desc[name] = (("shape", leaf.shape), ("dtype", leaf.dtype.name), ("requires_grad", leaf.requires_grad))
@@ -288,14 +291,12 @@ class Executable:
         return leaves
 
     def _gather(self, leaves: list[Any]) -> list[Any]:
-        from .factories import _rng
-
         arrays = []
         for s in self.inputs:
             if s.kind == "arg":
                 arrays.append(leaves[s.ref]._data)
             elif s.kind == "seed":
-                arrays.append(np.int64(_rng.integers(0, 2**62)))
+                arrays.append(np.int64(factories._rng.integers(0, 2**62)))
             elif s.kind == "grad":
                 arrays.append(s.ref.grad._data)
             elif s.kind == "hyper":
@@ -336,13 +337,9 @@ class Executable:
                 slot.ref._data, slot.ref._sym = a, None
                 slot.ref._version += 1
         if self._bwd is not None and state.grad_enabled:
-            from .autograd.function import GradFn
-
             result_pos = [i for i, o in enumerate(self.outputs) if o.kind == "result"]
             diff_results = [results[result_pos.index(k)] for k in self._cotangents]
             ins = [leaves[s.ref] if s.kind == "arg" else s.ref for s in (self.inputs[i] for i in self._wrt)]
-            from .autograd.function import watch_saved  # an in-place update before backward raises, as torch
-
             every = [leaves[s.ref] if s.kind == "arg" else s.ref for s in self.inputs
                      if s.kind in ("arg", "param", "buffer", "tensor", "state")]
             GradFn.record(self._op, {"saved": saved, "watch": watch_saved(every + results, saved)}, ins,
@@ -354,8 +351,6 @@ class Executable:
         if ctx.history:
             raise RuntimeError("create_graph=True through a compiled function is not supported yet; "
                                "differentiate the eager function instead")
-        from .autograd.function import check_watched
-
         check_watched(ctx.attrs["watch"])
         cts = [np.zeros(o.shape, o.dtype.np) if g is None else g._data for g, o in zip(gouts, ctx.outputs)]
         grads = _run(self._bwd, self.bwd_graph, [*ctx.attrs["saved"], *cts])
@@ -483,8 +478,6 @@ def _run(fn: Callable, graph: Graph, arrays: list[Any]) -> tuple:
 
 
 def _dtype(a: np.ndarray) -> Any:
-    from .ir.types import dtype_of
-
     return dtype_of(a.dtype)
 
 
@@ -493,7 +486,6 @@ def _dtype(a: np.ndarray) -> Any:
 def _check_arguments(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> None:
     """Before tracing: a call that does not fit fn's signature raises Python's own TypeError, and a numpy
     array (which would become a new static value, and a new graph, on every call) asks for a tensor."""
-    from .trace import _arg_name
 
     for path, leaf in flatten((args, kwargs))[0]:
         if isinstance(leaf, np.ndarray):

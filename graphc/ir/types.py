@@ -6,6 +6,7 @@ form and its printed text never depend on a backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,10 +50,18 @@ def dtype_of(x: str | DType | np.dtype) -> DType:
         return x
     if isinstance(x, str) and x in _BY_SHORT:
         return _BY_SHORT[x]
+    try:
+        return _SEEN[x]  # every array a compiled call returns comes through here: no np.dtype().name each time
+    except (KeyError, TypeError):
+        pass
     name = np.dtype(x).name
     if name not in DTYPES:
         raise TypeError(f"graphc does not support dtype {name}; use one of {', '.join(DTYPES)}")
+    _SEEN[x] = DTYPES[name]
     return DTYPES[name]
+
+
+_SEEN: dict[Any, DType] = {}
 
 
 def promote(a: DType, b: DType) -> DType:

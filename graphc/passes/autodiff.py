@@ -44,7 +44,7 @@ class _Ctx:
 
 
 def _seed_grad(i: int, root: Any, g: Any) -> Any:
-    from ..factories import ones_like
+    from ..factories import ones_like  # (graphc.tensor imports this module)
     from ..tensor import Tensor
 
     if not root.requires_grad:
