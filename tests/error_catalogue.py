@@ -312,22 +312,11 @@ def _helpers() -> dict:
     import json
     import zipfile
 
-    import graphc as gc
+    from steps import save_tiny_step
+
 
     def make_artifact(path: str) -> None:
-        gc.manual_seed(0)
-        w = gc.randn(4, 3, requires_grad=True)
-
-        @gc.compile
-        def step(x, y):
-            loss = ((x @ w - y) ** 2).mean()
-            loss.backward()
-            with gc.no_grad():
-                w.sub_(w.grad * 0.1)
-            w.grad = None
-            return loss
-
-        step.lower(gc.randn(8, 4), gc.randn(8, 3)).compile().save(path)
+        save_tiny_step(path)
 
     def _rewrite(path: str, member: str, fn) -> None:
         with zipfile.ZipFile(path) as z:

@@ -6,29 +6,14 @@ import zipfile
 
 import numpy as np
 import pytest
+from steps import tiny_step
 
 import graphc as gc
 from graphc.io.artifact import ArtifactError
 
 
-def _make_step():
-    gc.manual_seed(0)
-    w = gc.randn(4, 3, requires_grad=True)
-
-    @gc.compile
-    def step(x, y):
-        loss = ((x @ w - y) ** 2).mean()
-        loss.backward()
-        with gc.no_grad():
-            w.sub_(w.grad * 0.1)
-        w.grad = None
-        return loss
-
-    return step, w
-
-
 def _save(tmp_path):
-    step, w = _make_step()
+    step, w = tiny_step()
     x, y = gc.randn(8, 4), gc.randn(8, 3)
     exe = step.lower(x, y).compile()
     path = tmp_path / "step.graphc"

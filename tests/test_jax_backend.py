@@ -232,6 +232,7 @@ def test_resnet18_forward_backward_matches_numpy():
 
 sys.path.insert(0, str(Path(__file__).parent))
 from progen import make_program  # noqa: E402
+from steps import tiny_step  # noqa: E402
 
 
 def _run(fn, xs, cot_seed):
@@ -321,19 +322,7 @@ def test_results_are_writeable_numpy_and_inputs_untouched():
 # ---- artifacts --------------------------------------------------------------------------------------------------
 
 def _artifact_step(backend: str):
-    gc.manual_seed(0)
-    w = gc.randn(4, 3, requires_grad=True)
-
-    @gc.compile(backend=backend)
-    def step(x, y):
-        loss = ((x @ w - y) ** 2).mean()
-        loss.backward()
-        with gc.no_grad():
-            w.sub_(w.grad * 0.1)
-        w.grad = None
-        return loss
-
-    return step, w
+    return tiny_step(backend)
 
 
 def test_artifact_carries_a_jax_export_and_loading_prefers_it(tmp_path):

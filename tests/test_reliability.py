@@ -11,6 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from steps import save_tiny_step
 
 import graphc as gc
 import graphc.nn.functional as F
@@ -404,21 +405,7 @@ def test_failed_load_state_dict_changes_nothing():
 
 
 def _save_step(path):
-    gc.manual_seed(0)
-    w = gc.randn(4, 3, requires_grad=True)
-
-    @gc.compile
-    def step(x, y):
-        loss = ((x @ w - y) ** 2).mean()
-        loss.backward()
-        with gc.no_grad():
-            w.sub_(w.grad * 0.1)
-        w.grad = None
-        return loss
-
-    exe = step.lower(gc.randn(8, 4), gc.randn(8, 3)).compile()
-    exe.save(str(path))
-    return exe
+    return save_tiny_step(path)
 
 
 def test_failed_gc_load_changes_nothing(tmp_path):

@@ -1,0 +1,32 @@
+"""A tiny compiled training step (linear least squares, manual SGD on a captured weight), shared by the
+artifact, reliability, jax-backend and error-catalogue tests."""
+from __future__ import annotations
+
+from typing import Any
+
+import graphc as gc
+
+
+def tiny_step(backend: str = "numpy") -> tuple[Any, gc.Tensor]:
+    """-> (compiled step(x: f32[8,4], y: f32[8,3]) -> loss, its weight w: f32[4,3])."""
+    gc.manual_seed(0)
+    w = gc.randn(4, 3, requires_grad=True)
+
+    @gc.compile(backend=backend)
+    def step(x, y):
+        loss = ((x @ w - y) ** 2).mean()
+        loss.backward()
+        with gc.no_grad():
+            w.sub_(w.grad * 0.1)
+        w.grad = None
+        return loss
+
+    return step, w
+
+
+def save_tiny_step(path: str) -> Any:
+    """Lower, compile and save the tiny step; -> the Executable."""
+    step, _ = tiny_step()
+    exe = step.lower(gc.randn(8, 4), gc.randn(8, 3)).compile()
+    exe.save(str(path))
+    return exe
