@@ -30,3 +30,21 @@ def save_tiny_step(path: str) -> Any:
     exe = step.lower(gc.randn(8, 4), gc.randn(8, 3)).compile()
     exe.save(str(path))
     return exe
+
+
+def resnet18_seed_step() -> tuple[Any, Any]:
+    """The seeds' ResNet-18 step (10 classes): loss (pred - labels).sum(), SGD lr 1e-2 momentum 0.9,
+    compiled; -> (step, model)."""
+    gc.manual_seed(0)
+    model = gc.models.resnet18(num_classes=10)
+    opt = gc.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+
+    @gc.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = (model(x) - y).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step, model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from progen import make_program
+from steps import resnet18_seed_step
 
 import graphc as gc
 from graphc import nn
@@ -217,17 +218,7 @@ def test_folding_is_skipped_when_the_weights_outweigh_the_activations():
 
 
 def test_resnet18_train_step_fused_equals_unfused():
-    gc.manual_seed(0)
-    model = gc.models.resnet18(num_classes=10)
-    opt = gc.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
-
-    @gc.compile
-    def step(x, y):
-        opt.zero_grad()
-        loss = (model(x) - y).sum()
-        loss.backward()
-        opt.step()
-        return loss
+    step, _ = resnet18_seed_step()
 
     low = step.lower(gc.rand(2, 3, 32, 32), gc.rand(2, 10))
     stages = dict(low.stages)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from progen import make_program
+from steps import resnet18_seed_step
 
 import graphc as gc
 from graphc.backends.numpy.codegen import generate, hoistable
@@ -152,17 +153,7 @@ def test_storages_follow_views():
 
 
 def test_memory_analysis_of_a_training_step():
-    gc.manual_seed(0)
-    model = gc.models.resnet18(num_classes=10)
-    opt = gc.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
-
-    @gc.compile
-    def step(x, y):
-        opt.zero_grad()
-        loss = (model(x) - y).sum()
-        loss.backward()
-        opt.step()
-        return loss
+    step, model = resnet18_seed_step()
 
     ma = step.lower(gc.rand(4, 3, 32, 32), gc.rand(4, 10)).memory_analysis()
     params = sum(p.numel() for p in model.parameters()) * 4
