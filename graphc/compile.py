@@ -333,7 +333,7 @@ class Executable:
             elif isinstance(slot.ref, tuple):  # new optimizer state: (optimizer, parameter, key)
                 opt, p, key = slot.ref
                 opt.state[p][key] = Tensor._make(a, None, _dtype(a))
-            else:  # update, or new state of a loaded artifact
+            else:  # update of a parameter, buffer or existing state
                 slot.ref._data, slot.ref._sym = a, None
                 slot.ref._version += 1
         if self._bwd is not None and state.grad_enabled:
@@ -450,8 +450,6 @@ def load(path: str, backend: str | None = None, device: Any = None) -> Executabl
             ref = by_name[name].ref
         elif kind == "grad":
             ref = by_name.get(name, InputSlot("", "", Tensor._make(None, None, dtype_of("float32")))).ref
-        elif kind == "new_state":
-            ref = holders.setdefault(name, Tensor._make(None, None, dtype_of("float32")))
         outputs.append(OutputSlot(kind, name, ref))
     exe = Executable.__new__(Executable)
     exe.lowered = None
