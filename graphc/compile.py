@@ -115,7 +115,8 @@ class CacheInfo:
 class Lowered:
     """The static graph(s) for one set of argument types, before code generation."""
 
-    def __init__(self, traced: Traced, backend: str, optimize: bool = True, options: dict[str, Any] | None = None):
+    def __init__(self, traced: Traced, backend: str, optimize: bool = True, options: dict[str, Any] | None = None,
+                 recompute: bool = False):
         self.traced = traced
         self.backend = backend
         self.options = dict(options or {})  # jax: device, data_parallel, mesh
@@ -142,7 +143,7 @@ class Lowered:
                 self.report += fused
         self.graph = g
         if self.needs_backward:
-            self.partition = partition(g, len(traced.graph.inputs), len(traced.graph.outputs))
+            self.partition = partition(g, len(traced.graph.inputs), len(traced.graph.outputs), recompute)
 
     def as_text(self, dialect: str | None = None) -> str:
         """The readable graphc IR; on the jax backend, dialect="stablehlo" (or "hlo") gives what XLA receives."""
@@ -171,9 +172,11 @@ class Lowered:
         A partitioned graph reports its forward and backward graphs, and the larger peak at the top level."""
         from .passes.memory import plan_memory
 
+        donated = donations(self.traced.inputs, self.traced.outputs)
         if self.partition is None:
-            return plan_memory(self.graph).as_dict()
-        fwd, bwd = plan_memory(self.partition.forward).as_dict(), plan_memory(self.partition.backward).as_dict()
+            return plan_memory(self.graph, donated=donated).as_dict()
+        fwd = plan_memory(self.partition.forward, donated=donated).as_dict()
+        bwd = plan_memory(self.partition.backward).as_dict()
         top = max(fwd, bwd, key=lambda d: d["peak_bytes"])
         return {**top, "forward": fwd, "backward": bwd}
 
@@ -215,6 +218,22 @@ def _slot_requires_grad(slot: Any) -> bool:
     return slot.requires_grad and slot.kind != "grad"
 
 
+def donations(inputs: list[Any], outputs: list[Any]) -> dict[int, int]:
+    """{input index: output index} for state the call replaces: a parameter, buffer or optimizer state
+    and its update, an existing .grad and the accumulated one. The numpy backend may write the new value
+    into the old buffer (graphc/passes/memory.py), as torch's in-place optimizers do. Arguments are not
+    donated: the caller passes them anew each call and may hold them elsewhere."""
+    where = {(id(s.ref), s.kind == "grad"): i for i, s in enumerate(inputs)
+             if s.kind in ("param", "buffer", "state", "tensor", "grad")}
+    pairs = {}
+    for k, o in enumerate(outputs):
+        if o.kind in ("update", "grad") and not isinstance(o.ref, (int, tuple)):
+            j = where.get((id(o.ref), o.kind == "grad"))
+            if j is not None:
+                pairs[j] = k
+    return pairs
+
+
 # ---- executables ----------------------------------------------------------------------------------
 
 class Executable:
@@ -238,6 +257,7 @@ class Executable:
     def _setup(self, graph: Graph, backward: Graph | None, cotangents: list[int]) -> None:
         self.graph, self.bwd_graph = graph, backward
         self._bwd = None
+        self._donated: list[int] = []  # inputs whose buffers the generated code overwrites with their new value
         if getattr(self, "backend", "numpy") == "jax":  # one jitted XLA program per graph, compiled now
             from .backends.jax.program import Placement, build_programs
 
@@ -256,8 +276,11 @@ class Executable:
             self.source = "\n".join(p.source for p in progs if p is not None)
         else:
             from .backends.numpy.codegen import generate
+            from .passes.memory import plan_memory
 
-            self.source, self._fn = generate(graph, "forward" if backward is not None else "step")
+            plan = plan_memory(graph, donated=donations(self.inputs, self.outputs))
+            self._donated = [j for j, v in enumerate(graph.inputs) if any(src is v for src in plan.out.values())]
+            self.source, self._fn = generate(graph, "forward" if backward is not None else "step", plan=plan)
             if backward is not None:
                 bsrc, self._bwd = generate(backward, "backward")
                 self.source += "\n" + bsrc
@@ -303,6 +326,8 @@ class Executable:
                 arrays.append(np.float64(s.ref()))
             else:
                 arrays.append(s.ref._data)
+        if self._donated:
+            _own_donated(arrays, self._donated)
         return arrays
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -312,14 +337,19 @@ class Executable:
         n_out = len(self.outputs)
         saved = outs[n_out:]
         results = []
+        installed: set[int] = set()
         # every output is computed before anything is written back: a failing call changes nothing
         for slot, a in zip(self.outputs, outs[:n_out]):
             a = np.asarray(a)
+            if id(a) in installed:  # one value, two places (a .grad and the momentum buffer cloned from it)
+                a = a.copy()
             if slot.kind == "result":
+                installed.add(id(a))
                 results.append(Tensor._make(a, None, _dtype(a)))
                 continue
             if a.base is not None or not a.flags.writeable:
                 a = a.copy()  # state owns its memory
+            installed.add(id(a))
             if isinstance(slot.ref, int):  # the argument passed at this call
                 arg = leaves[slot.ref]
                 if slot.kind == "grad":  # accumulates into an existing .grad, as backward() does
@@ -329,7 +359,11 @@ class Executable:
                     arg._data, arg._sym = a, None
                     arg._version += 1
             elif slot.kind == "grad":
-                slot.ref.grad = Tensor._make(a, None, slot.ref.dtype)
+                old = slot.ref.grad
+                if old is not None and old._data is a:  # accumulated into its own buffer (donated)
+                    old._version += 1
+                else:
+                    slot.ref.grad = Tensor._make(a, None, slot.ref.dtype)
             elif isinstance(slot.ref, tuple):  # new optimizer state: (optimizer, parameter, key)
                 opt, p, key = slot.ref
                 opt.state[p][key] = Tensor._make(a, None, _dtype(a))
@@ -345,7 +379,8 @@ class Executable:
             GradFn.record(self._op, {"saved": saved, "watch": watch_saved(every + results, saved)}, ins,
                           diff_results)
         it = iter(results)
-        return unflatten(self.out_tree, [next(it) if s is None else s for s in self.out_static])
+        return unflatten(self.out_tree, [next(it) if s is None else None if isinstance(s, dict) else s
+                                         for s in self.out_static])  # a dict: trace.STATIC_NONE
 
     def _vjp(self, ctx: Any, *gouts: Any) -> tuple:
         if ctx.history:
@@ -464,6 +499,25 @@ def load(path: str, backend: str | None = None, device: Any = None) -> Executabl
     return exe
 
 
+def _own_donated(arrays: list[Any], donated: list[int]) -> None:
+    """Make sure each donated buffer is the caller's alone before the generated code writes into it.
+
+    A donated array is overwritten with its tensor's new value, as torch's optimizers update a parameter
+    in place (views of it see the new value). That is only sound when no other input of this call reads
+    the same memory: an array that is a view, or that another input is (or views), is replaced by a copy
+    for this call, and the write-back then installs the copy, as without donation."""
+    roots: dict[int, int] = {}
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            while isinstance(a.base, np.ndarray):
+                a = a.base
+            roots[id(a)] = roots.get(id(a), 0) + 1
+    for j in donated:
+        a = arrays[j]
+        if a.base is not None or roots.get(id(a)) != 1 or not a.flags.writeable:
+            arrays[j] = np.array(a, copy=True)
+
+
 def _run(fn: Callable, graph: Graph, arrays: list[Any]) -> tuple:
     """Run generated code; under gc.detect_anomaly() interpret the graph instead, checking every node's output
     for NaN/Inf and naming its op, phase and user line (as eager mode does)."""
@@ -514,8 +568,9 @@ _TRACE_LOCK = threading.RLock()
 
 class CompiledFunction:
     def __init__(self, fn: Callable, backend: str = "numpy", dump: str | None = None, optimize: bool = True,
-                 device: Any = None, data_parallel: bool = False, mesh: Any = None):
+                 device: Any = None, data_parallel: bool = False, mesh: Any = None, recompute: bool = False):
         self.options = _backend_options(backend, device, data_parallel, mesh)
+        self.recompute = recompute
         self.fn, self.backend, self.dump_dir, self.optimize = fn, backend, dump, optimize
         target = fn.forward if hasattr(fn, "forward") and hasattr(fn, "named_parameters") else fn
         try:
@@ -560,7 +615,7 @@ class CompiledFunction:
             if len(diff) > 4:
                 diff = diff[:3] + [f"... and {len(diff) - 3} more differences"]
             self._reasons.append("; ".join(diff) or "unknown")
-        lowered = Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options)
+        lowered = Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options, self.recompute)
         from .viz.dump import dump_build  # dump=DIR or GRAPHC_DUMP: write this build's graphs
 
         dump_build(self.name, lowered, self.dump_dir)
@@ -572,7 +627,7 @@ class CompiledFunction:
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """The static graph for these argument types, ahead of time (nothing is run or cached)."""
         with self._lock:
-            return Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options)
+            return Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options, self.recompute)
 
     def cache_info(self) -> CacheInfo:
         return CacheInfo(sum(map(len, self._cache.values())), len(self._keys), self._calls, list(self._reasons))
@@ -605,15 +660,20 @@ def _backend_options(backend: str, device: Any, data_parallel: bool, mesh: Any) 
 
 
 def compile(fn: Callable | None = None, *, backend: str = "numpy", dump: str | None = None, optimize: bool = True,
-            device: Any = None, data_parallel: bool = False, mesh: Any = None) -> Any:
+            device: Any = None, data_parallel: bool = False, mesh: Any = None, recompute: bool = False) -> Any:
     """@gc.compile or gc.compile(fn_or_module, backend="numpy" | "jax"): trace on first call, then run generated code.
+
+    recompute=True: when the compiled function's results are differentiated later (a forward graph and a
+    backward graph), save fewer activations for the backward and recompute cheap elementwise ops there
+    instead (a min-cut over bytes saved, graphc/passes/partition.py): less memory held between forward
+    and backward, some more work in backward. Training steps (backward inside) are one graph: no effect.
 
     jax only: device= "cpu" | "gpu" | "tpu" | "gpu:1" | a jax.Device picks where the program runs;
     data_parallel=True splits the batch (leading dimension of every tensor argument) over all devices of that
     platform and replicates parameters and state; mesh= a jax.sharding.Mesh does the same over its devices."""
     if fn is None:
-        return lambda f: CompiledFunction(f, backend, dump, optimize, device, data_parallel, mesh)
-    return CompiledFunction(fn, backend, dump, optimize, device, data_parallel, mesh)
+        return lambda f: CompiledFunction(f, backend, dump, optimize, device, data_parallel, mesh, recompute)
+    return CompiledFunction(fn, backend, dump, optimize, device, data_parallel, mesh, recompute)
 
 
 # errors end at the user's line (graphc/errors.py)

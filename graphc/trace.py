@@ -43,13 +43,19 @@ class OutputSlot:
     requires_grad: bool = False  # a result that carries autograd history out of the graph
 
 
+#: how out_static spells a result leaf that is None (None itself marks a tensor result there). A dict is
+#: never a pytree leaf, so it cannot be mistaken for a value, and it survives an artifact's JSON.
+STATIC_NONE = {"none": None}
+
+
 @dataclass
 class Traced:
     graph: Graph
     inputs: list[InputSlot]
     outputs: list[OutputSlot]
     out_tree: Any
-    out_static: list[Any] = field(default_factory=list)  # non-tensor result leaves, fixed at trace time
+    out_static: list[Any] = field(default_factory=list)  # non-tensor result leaves, fixed at trace time (None:
+    #                                                      a tensor result; STATIC_NONE: the value None)
     in_tree: Any = None
     arg_types: list[Any] = field(default_factory=list)  # TensorType of each tensor argument
     in_static: list[Any] = field(default_factory=list)  # every argument leaf; None where it is a tensor
@@ -262,7 +268,7 @@ def trace(fn: Callable, args: tuple, kwargs: dict, *, name: str, names: Names,
                 outputs.append(OutputSlot("result", "out" + path, None, leaf.requires_grad))
                 static.append(None)
             else:
-                static.append(leaf)
+                static.append(STATIC_NONE if leaf is None else leaf)
         # state written back after each call: rebound tensors, new .grad, new optimizer state
         for tid, t in list(tracer.lifted.items()):
             if tid in tracer.mutated_set and t._sym is not tracer.start_value[tid]:

@@ -159,3 +159,19 @@ def test_executable_source_frees_buffers():
     src = f.lower(gc.ones(3)).compile().source
     assert "del " in src
     assert len([ln for ln in src.splitlines() if " = " in ln]) == 6
+
+
+def test_results_that_are_none_or_plain_values():
+    """None among the results (a training step that returns nothing, say) is a value, not a missing tensor."""
+    w = gc.ones(3, requires_grad=True)
+
+    @gc.compile
+    def step(x):
+        (w * x).sum().backward()
+
+    assert step(gc.ones(3)) is None
+    np.testing.assert_array_equal(w.grad.numpy(), [1, 1, 1])
+    f = gc.compile(lambda x: (x * 2, None, 3, {"k": None}))
+    out = f(gc.ones(2))
+    assert out[1:] == (None, 3, {"k": None}) and np.array_equal(out[0].numpy(), [2, 2])
+    assert f(gc.ones(2))[1] is None

@@ -155,13 +155,23 @@ def test_storages_follow_views():
 def test_memory_analysis_of_a_training_step():
     step, model = resnet18_seed_step()
 
-    ma = step.lower(gc.rand(4, 3, 32, 32), gc.rand(4, 10)).memory_analysis()
+    x, y = gc.rand(4, 3, 32, 32), gc.rand(4, 10)
+    n_params = len(list(model.parameters()))
     params = sum(p.numel() for p in model.parameters()) * 4
-    assert ma["argument_bytes"] >= params
-    assert ma["peak_bytes"] == ma["argument_bytes"] + ma["temp_peak_bytes"]
-    assert ma["temp_peak_bytes"] >= 2 * params  # new weights and gradients are outputs of the step
-    assert ma["in_place_nodes"] > 50 and ma["bytes_reused"] > 0
-    assert ma["peak_bytes"] <= ma["unplanned_peak_bytes"]
+    first = step.lower(x, y).memory_analysis()  # creates the momentum buffers (clones of the gradients)
+    assert first["argument_bytes"] >= params
+    assert first["peak_bytes"] == first["argument_bytes"] + first["temp_peak_bytes"]
+    # the gradients are new arrays; the new weights go into the old ones (donated)
+    assert params <= first["temp_peak_bytes"] < 2 * params
+    assert first["donated_nodes"] == n_params
+    assert first["in_place_nodes"] > 50 and first["bytes_reused"] > 0
+    assert first["peak_bytes"] <= first["unplanned_peak_bytes"]
+    step(x, y)
+    later = step.lower(x, y).memory_analysis()  # momentum buffers are inputs now, and donated too
+    assert later["argument_bytes"] >= 2 * params
+    assert later["donated_nodes"] == 2 * n_params
+    assert params <= later["temp_peak_bytes"] < 2 * params
+    assert later["bytes_reused"] >= 2 * params and later["peak_bytes"] < later["unplanned_peak_bytes"]
 
 
 def test_memory_analysis_of_a_partitioned_graph():

@@ -43,10 +43,11 @@ def test_pass_preserves_outputs(name, seed):
             np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("seed", range(20))
-def test_partition_recombines_to_the_joint_graph(seed):
+def test_partition_recombines_to_the_joint_graph(seed, recompute):
     g, joint = _graphs(seed)
-    p = partition(joint, len(g.inputs), len(g.outputs))
+    p = partition(joint, len(g.inputs), len(g.outputs), recompute=recompute)
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal(v.type.shape).astype(v.type.dtype.np) for v in joint.inputs]
     whole = generate(joint)[1](*arrays)
@@ -71,3 +72,38 @@ def test_simplifications_fire():
     out = dce(cse(algebraic(fold_constants(g))))
     ops = [n.op for n in out.nodes]
     assert "permute" not in ops and ops.count("reshape") == 0 and ops.count("add") == 1
+
+
+def _saved_bytes(lowered) -> int:
+    p = lowered.partition
+    return sum(v.type.nbytes for v in p.forward.outputs[len(p.forward.outputs) - p.n_saved:])
+
+
+def test_recompute_saves_fewer_bytes_and_gives_the_same_gradients():
+    from graphc import nn
+
+    def build(recompute):
+        gc.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.3),
+                              nn.Conv2d(8, 4, 3), nn.BatchNorm2d(4), nn.Tanh())
+        return model, gc.compile(model, recompute=recompute)
+
+    x = gc.randn(4, 3, 10, 10)
+    grads, outs, saved = [], [], []
+    for recompute in (False, True):
+        model, f = build(recompute)
+        lowered = f.lower(x)
+        saved.append(_saved_bytes(lowered))
+        ops = {n.op for n in lowered.partition.backward.nodes if n.meta.get("phase") == "recompute"}
+        assert bool(ops) == recompute
+        assert ops <= {"mul", "add", "sub", "relu", "tanh", "reshape", "expand", "where", "neg", "cast", "div",
+                       "permute", "rsqrt", "gt", "ge"}  # cheap elementwise and views: never random, heavy, reducing
+        gc.manual_seed(5)  # the same dropout mask in both runs
+        y = f(x)
+        (y * y).sum().backward()
+        outs.append(y.detach().numpy())
+        grads.append([p.grad.numpy() for p in model.parameters()])
+    assert saved[1] < 0.8 * saved[0]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads[0], grads[1]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

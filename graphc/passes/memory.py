@@ -7,13 +7,28 @@ allocation, the page faults of a fresh multi-megabyte buffer, and half the cache
 streaming elementwise op. A chain of elementwise ops (a fused group) thus runs in ONE buffer.
 
 Safety rules, checked on storages (a value and every view of it share one storage):
-  * never write into a graph input (the caller's parameters, optimizer state, data): a failed
-    call must change nothing, and an input may be read again after the step;
+  * never write into a graph input (the caller's data, frozen parameters, anything read again
+    after the step), except a donated one (below);
   * never write into a storage that is still live after this node: a saved activation, a graph
     output, or any view of the buffer read later;
   * only full-size buffers of exactly the output's type (shape and dtype), produced fresh by a
     kernel of this graph (not a view, not a broadcast), and only for ops whose kernel takes
     `out=` (numpy ufuncs and the kernels that declare it).
+Donation. A training step replaces its parameters, optimizer state and accumulated grads with new
+values; the old ones are dead once the step has read them. Like torch's in-place optimizers (and
+XLA's donated buffers), the node computing the new value of a donated input writes it straight into
+the input's buffer (`p_new = np.subtract(p, upd, out=p)`), which saves a fresh parameter-sized buffer
+per tensor and the cache traffic of writing it. A failed call must still change nothing, so a donated
+write is planned only after the last heavy kernel (convolution, matmul, pooling: the big allocations,
+the only kernels with more than arithmetic inside): what follows is elementwise arithmetic on arrays
+whose shapes were checked when the graph was built, run with floating-point errors ignored (IEEE
+results, as torch gives), so it cannot fail on the data. In a training step that is the optimizer's
+update, after the whole backward pass; a BatchNorm running-statistics update in the middle of the
+forward pass is not donated. Only the
+input's own update may be written into it (never another tensor's value), only by the node that
+produces the update, and only when nothing reads the old value (or a view of it) later.
+The caller (compile.Executable) hands over only arrays no other input aliases.
+
 The planned peak walks the same schedule: bytes of live buffers plus each kernel's scratch (the
 im2col columns of a convolution, say), with graph inputs counted as resident throughout.
 """
@@ -27,6 +42,7 @@ from ..ops import OPS
 
 #: buffers below this size are left to numpy's small-array cache: out= would cost more than it saves
 MIN_INPLACE_BYTES = 1 << 14
+
 
 
 def out_capable(op: str) -> bool:
@@ -47,6 +63,7 @@ class MemoryPlan:
     peak_bytes: int = 0  # arguments + the largest set of live buffers (and kernel scratch) at any node
     unplanned_peak_bytes: int = 0  # the same without in-place reuse: every node allocates its outputs
     in_place: int = 0  # nodes that write into a dying input's buffer
+    donated: int = 0  # of those, nodes that write a donated graph input's new value into its own buffer
     bytes_reused: int = 0  # bytes those nodes did not allocate
     peak_node: str = ""  # the value being computed at the peak
 
@@ -54,13 +71,13 @@ class MemoryPlan:
         return {"argument_bytes": self.argument_bytes, "output_bytes": self.output_bytes,
                 "temp_peak_bytes": self.peak_bytes - self.argument_bytes, "peak_bytes": self.peak_bytes,
                 "unplanned_peak_bytes": self.unplanned_peak_bytes, "in_place_nodes": self.in_place,
-                "bytes_reused": self.bytes_reused, "peak_at": self.peak_node}
+                "bytes_reused": self.bytes_reused, "donated_nodes": self.donated, "peak_at": self.peak_node}
 
     def __str__(self) -> str:
         mb = 1 / 2**20
         return (f"planned peak {self.peak_bytes * mb:.1f} MiB (arguments {self.argument_bytes * mb:.1f} MiB), "
                 f"{self.unplanned_peak_bytes * mb:.1f} MiB without the plan; {self.in_place} nodes in place "
-                f"({self.bytes_reused * mb:.1f} MiB not allocated)")
+                f"({self.donated} into donated inputs; {self.bytes_reused * mb:.1f} MiB not allocated)")
 
 
 def storages(g: Graph) -> dict[int, int]:
@@ -95,8 +112,42 @@ def _scratch_bytes(node: Node) -> int:
     return 0
 
 
-def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES) -> MemoryPlan:
-    """The in-place decisions for g's nodes in their order, and the peak they lead to."""
+def donation_writes(g: Graph, donated: dict[int, int], owner: dict[int, int]) -> dict[int, Value]:
+    """For donated (input index -> index of the output holding its new value) pairs, the node writes
+    that may go into the input's own buffer: {id(output value): input value}. See the module docstring."""
+    if not donated:
+        return {}
+    index = {id(n): i for i, n in enumerate(g.nodes)}
+    fence = max((i for i, n in enumerate(g.nodes) if OPS[n.op].kind == "opaque"), default=-1)
+    readers: dict[int, list[tuple[int, Value]]] = {}  # storage -> (node index, value read)
+    for i, node in enumerate(g.nodes):
+        for v in node.inputs:
+            readers.setdefault(owner[id(v)], []).append((i, v))
+    counts: dict[int, int] = {}
+    for v in g.outputs:
+        counts[id(v)] = counts.get(id(v), 0) + 1
+    writes: dict[int, Value] = {}
+    for j, k in donated.items():
+        src, new = g.inputs[j], g.outputs[k]
+        node = new.producer
+        if (node is None or len(node.outputs) != 1 or OPS[node.op].kind != "elementwise" or not out_capable(node.op)
+                or new.type != src.type or new.type.ndim == 0 or counts[id(new)] != 1 or id(new) in writes
+                or owner[id(new)] != id(new) or owner[id(src)] in {owner[id(v)] for v in g.outputs if v is not new}):
+            continue
+        at = index[id(node)]
+        if at <= fence:
+            continue
+        # the old value is read last by this very node (as itself, elementwise-aligned) or before it
+        if all(i < at or (i == at and v is src) for i, v in readers.get(owner[id(src)], ())):
+            writes[id(new)] = src
+    return writes
+
+
+def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int, int] | None = None) -> MemoryPlan:
+    """The in-place decisions for g's nodes in their order, and the peak they lead to.
+
+    donated: {input index: index of the output that replaces it} for inputs the caller gives up (see the
+    module docstring); None or {} plans as if every input were read again after the call."""
     owner = storages(g)
     # graph inputs, and constants (which the generated code builds once and shares between calls)
     external = {id(v) for v in g.inputs} | {id(n.outputs[0]) for n in g.nodes if OPS[n.op].kind == "factory"}
@@ -115,10 +166,18 @@ def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES) -> MemoryPlan:
         return s
 
     plan = MemoryPlan()
+    for oid, src in donation_writes(g, donated or {}, owner).items():
+        plan.out[oid] = src
+        rep[oid] = id(src)
+        plan.in_place += 1
+        plan.donated += 1
+        plan.bytes_reused += src.type.nbytes
     for i, node in enumerate(g.nodes):
         if len(node.outputs) != 1 or OPS[node.op].kind != "elementwise" or not out_capable(node.op):
             continue
         o = node.outputs[0]
+        if id(o) in plan.out:  # a donated write
+            continue
         if o.type.nbytes < min_bytes or o.type.ndim == 0:  # numpy returns scalars, not arrays, for 0-d results
             continue
         for v in node.inputs:

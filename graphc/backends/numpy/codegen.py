@@ -89,18 +89,20 @@ def _note(node: Node) -> str:
     return "  # " + " ".join(notes) if notes else ""
 
 
-def generate(g: Graph, fn_name: str = "run", plan: Any = None) -> tuple[str, Callable[..., tuple]]:
+def generate(g: Graph, fn_name: str = "run", plan: Any = None,
+             donated: dict[int, int] | None = None) -> tuple[str, Callable[..., tuple]]:
     """-> (source, function(*input_arrays) -> tuple of output arrays).
 
     plan: a graphc.passes.memory.MemoryPlan to follow (None: plan now; False: no in-place reuse, the plain
-    one-array-per-node code). Nodes of one fused group (meta["group"], set by the fusion pass) are emitted
-    together under a comment naming the group."""
+    one-array-per-node code). donated: the inputs whose buffers the new values may overwrite (input index ->
+    output index, see plan_memory); the caller must pass arrays it owns there. Nodes of one fused group
+    (meta["group"], set by the fusion pass) are emitted together under a comment naming the group."""
     global _counter
     keep_freed_memory()
     if plan is None:
         from ...passes.memory import plan_memory
 
-        plan = plan_memory(g)
+        plan = plan_memory(g, donated=donated)
     reuse = plan.out if plan else {}
     taken: set[str] = set()
     names = {id(v): _ident(v.name, taken) for v in g.inputs}
@@ -111,6 +113,8 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None) -> tuple[str, Cal
     for i, node in enumerate(g.nodes):
         for v in node.inputs:
             last[id(v)] = i
+        if len(node.outputs) == 1 and id(node.outputs[0]) in reuse:  # out= names the buffer: keep it till here
+            last[id(reuse[id(node.outputs[0])])] = i
     keep = {id(v) for v in g.outputs}
     hoisted = hoistable(g)
     prelude = []
@@ -138,7 +142,9 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None) -> tuple[str, Cal
         fn = f"np.{_UFUNCS[node.op].__name__}" if node.op in _UFUNCS else f"k.{node.op}"
         outs = ", ".join(names[id(v)] for v in node.outputs)
         lines.append(f"    {outs} = {fn}({', '.join(args)}){_note(node)}")
-        dead = [names[id(v)] for v in dict.fromkeys(node.inputs)
+        used = list(node.inputs) + ([reuse[id(node.outputs[0])]] if len(node.outputs) == 1
+                                    and id(node.outputs[0]) in reuse else [])
+        dead = [names[id(v)] for v in dict.fromkeys(used)
                 if last.get(id(v)) == i and id(v) not in keep and id(v) not in hoisted]
         dead += [names[id(v)] for v in node.outputs if id(v) not in last and id(v) not in keep]  # never read
         if dead:

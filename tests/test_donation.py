@@ -1,0 +1,139 @@
+"""Donated state: a compiled training step writes new parameters, optimizer state and accumulated grads
+into the old buffers (graphc/passes/memory.py), as torch's in-place optimizers do, and still changes
+nothing when it fails. The oracle is the same step run eagerly (itself checked against torch in
+test_optim.py / test_train_step.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc import nn
+from graphc.backends.numpy.registry import KERNELS
+
+
+def _model_and_step(seed: int = 0, zero_grad: bool = True, compiled: bool = True):
+    gc.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32))
+    opt = gc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    def step(x, y):
+        if zero_grad:
+            opt.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return model, opt, (gc.compile(step) if compiled else step)
+
+
+def _data(n: int = 3):
+    rng = np.random.default_rng(1)
+    return [(gc.tensor(rng.standard_normal((16, 64), dtype=np.float32)),
+             gc.tensor(rng.standard_normal((16, 32), dtype=np.float32))) for _ in range(n)]
+
+
+def _momenta(opt) -> list[np.ndarray]:
+    return [opt.state[p]["momentum_buffer"].numpy() for g in opt.param_groups for p in g["params"]]
+
+
+@pytest.mark.parametrize("zero_grad", [True, False])
+def test_compiled_step_updates_state_in_its_own_buffers_and_matches_eager(zero_grad):
+    model, opt, step = _model_and_step(zero_grad=zero_grad)
+    emodel, eopt, estep = _model_and_step(zero_grad=zero_grad, compiled=False)
+    batches = _data()
+    step(*batches[0])
+    estep(*batches[0])
+    arrays = [p._data for p in model.parameters()]
+    momenta = _momenta(opt)
+    grads = [p.grad for p in model.parameters()]
+    views = [p.detach() for p in model.parameters()]
+    for x, y in batches[1:]:
+        step(x, y)
+        estep(x, y)
+    params = list(model.parameters())
+    assert all(p._data is a for p, a in zip(params, arrays))  # written in place, as torch's SGD does
+    assert all(m is m2 for m, m2 in zip(_momenta(opt), momenta))
+    assert all(np.array_equal(v.numpy(), p.detach().numpy()) for v, p in zip(views, params))  # views see it
+    if not zero_grad:  # the last accumulation runs after every heavy kernel: into the same .grad tensor
+        assert params[0].grad is grads[0]
+    for p, q in zip(params, emodel.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
+    for m, em in zip(_momenta(opt), _momenta(eopt)):
+        np.testing.assert_allclose(m, em, rtol=1e-5, atol=1e-6)
+
+
+def test_generated_code_writes_the_update_into_the_parameter():
+    model, opt, step = _model_and_step()
+    x, y = _data(1)[0]
+    step(x, y)
+    exe = step.lower(x, y).compile()
+    weight = next(s.name for s in exe.inputs if s.kind == "param")
+    lines = [ln for ln in exe.source.splitlines() if "out=" in ln and "# optimizer" in ln]
+    names = {ln.split("out=")[1].split(")")[0] for ln in lines}
+    assert len(exe._donated) == 2 * len(list(model.parameters()))  # weights and momentum buffers
+    assert any(weight.replace(".", "_").endswith(n) or n.endswith(weight.split(".")[-1]) for n in names)
+    assert exe.lowered.memory_analysis()["donated_nodes"] == len(exe._donated)
+
+
+def test_a_step_that_fails_changes_nothing(monkeypatch):
+    """The failure strikes in the backward pass, after the forward's work and before any donated write."""
+    calls = {"n": 0, "fail": False}
+    matmul = KERNELS["matmul"]
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["fail"]:
+            raise MemoryError("injected")
+        return matmul(*a, **k)
+
+    monkeypatch.setitem(KERNELS, "matmul", flaky)
+    model, opt, step = _model_and_step()
+    batches = _data()
+    step(*batches[0])
+    step(*batches[1])  # the steady-state graph, with donated momentum buffers
+    before = [p.detach().numpy().copy() for p in model.parameters()]
+    momenta = [m.copy() for m in _momenta(opt)]
+    grads = [p.grad.numpy().copy() for p in model.parameters()]
+    calls["fail"] = True
+    with pytest.raises(MemoryError, match="injected"):
+        step(*batches[2])
+    for p, b, g in zip(model.parameters(), before, grads):
+        np.testing.assert_array_equal(p.detach().numpy(), b)
+        np.testing.assert_array_equal(p.grad.numpy(), g)
+    for m, b in zip(_momenta(opt), momenta):
+        np.testing.assert_array_equal(m, b)
+
+
+def test_parameters_sharing_memory_are_not_overwritten_through_each_other():
+    """Two parameters over one array (or a view of another input) get a private copy for the step: the
+    generated code computes both updates from the old values, as it would without donation."""
+    gc.manual_seed(0)
+    w = np.random.default_rng(0).standard_normal((8, 8), dtype=np.float32)
+    a, b = nn.Parameter(gc.from_numpy(w)), nn.Parameter(gc.from_numpy(w))
+    assert np.shares_memory(a._data, b._data)
+    opt = gc.optim.SGD([a, b], lr=0.1, momentum=0.9)
+    x = gc.ones(8)
+
+    @gc.compile
+    def step():
+        opt.zero_grad()
+        ((a @ x) * 2 + (b @ x) * 3).sum().backward()
+        opt.step()
+
+    step()
+    step()
+    # each saw its own gradient twice (momentum 0.9): a -= 0.1 * (1 + 1.9) * 2, b likewise with 3
+    np.testing.assert_allclose(a.detach().numpy(), w - 0.1 * 2.9 * 2, rtol=1e-6)
+    np.testing.assert_allclose(b.detach().numpy(), w - 0.1 * 2.9 * 3, rtol=1e-6)
+    assert not np.shares_memory(a._data, b._data)
+
+
+def test_returned_results_never_share_memory_with_state():
+    """A .grad and the momentum buffer cloned from it are one value in the graph: two arrays after the call."""
+    model, opt, step = _model_and_step()
+    step(*_data(1)[0])
+    for p in model.parameters():
+        assert not np.shares_memory(p.grad.numpy(), opt.state[p]["momentum_buffer"].numpy())
