@@ -163,13 +163,13 @@ def test_memory_analysis_of_a_training_step():
     assert first["peak_bytes"] == first["argument_bytes"] + first["temp_peak_bytes"]
     # the gradients are new arrays; the new weights go into the old ones (donated)
     assert params <= first["temp_peak_bytes"] < 2 * params
-    assert first["donated_nodes"] == n_params
+    assert first["donated_inputs"] == n_params
     assert first["in_place_nodes"] > 50 and first["bytes_reused"] > 0
     assert first["peak_bytes"] <= first["unplanned_peak_bytes"]
     step(x, y)
     later = step.lower(x, y).memory_analysis()  # momentum buffers are inputs now, and donated too
     assert later["argument_bytes"] >= 2 * params
-    assert later["donated_nodes"] == 2 * n_params
+    assert later["donated_inputs"] == 2 * n_params
     assert params <= later["temp_peak_bytes"] < 2 * params
     assert later["bytes_reused"] >= 2 * params and later["peak_bytes"] < later["unplanned_peak_bytes"]
 

@@ -63,7 +63,7 @@ class MemoryPlan:
     peak_bytes: int = 0  # arguments + the largest set of live buffers (and kernel scratch) at any node
     unplanned_peak_bytes: int = 0  # the same without in-place reuse: every node allocates its outputs
     in_place: int = 0  # nodes that write into a dying input's buffer
-    donated: int = 0  # of those, nodes that write a donated graph input's new value into its own buffer
+    donated: int = 0  # graph inputs whose buffers receive their own new value (donated state)
     bytes_reused: int = 0  # bytes those nodes did not allocate
     peak_node: str = ""  # the value being computed at the peak
 
@@ -71,13 +71,13 @@ class MemoryPlan:
         return {"argument_bytes": self.argument_bytes, "output_bytes": self.output_bytes,
                 "temp_peak_bytes": self.peak_bytes - self.argument_bytes, "peak_bytes": self.peak_bytes,
                 "unplanned_peak_bytes": self.unplanned_peak_bytes, "in_place_nodes": self.in_place,
-                "bytes_reused": self.bytes_reused, "donated_nodes": self.donated, "peak_at": self.peak_node}
+                "bytes_reused": self.bytes_reused, "donated_inputs": self.donated, "peak_at": self.peak_node}
 
     def __str__(self) -> str:
         mb = 1 / 2**20
         return (f"planned peak {self.peak_bytes * mb:.1f} MiB (arguments {self.argument_bytes * mb:.1f} MiB), "
                 f"{self.unplanned_peak_bytes * mb:.1f} MiB without the plan; {self.in_place} nodes in place "
-                f"({self.donated} into donated inputs; {self.bytes_reused * mb:.1f} MiB not allocated)")
+                f"({self.donated} donated inputs overwritten; {self.bytes_reused * mb:.1f} MiB not allocated)")
 
 
 def storages(g: Graph) -> dict[int, int]:
@@ -138,8 +138,26 @@ def donation_writes(g: Graph, donated: dict[int, int], owner: dict[int, int]) ->
         if at <= fence:
             continue
         # the old value is read last by this very node (as itself, elementwise-aligned) or before it
-        if all(i < at or (i == at and v is src) for i, v in readers.get(owner[id(src)], ())):
-            writes[id(new)] = src
+        src_reads = readers.get(owner[id(src)], ())
+        if not all(i < at or (i == at and v is src) for i, v in src_reads):
+            continue
+        writes[id(new)] = src
+        # the chain leading to the update runs in the same buffer (buf *= momentum; buf += grad) as long as each
+        # link is read only by the next one and the old value is dead by then
+        while True:
+            link = next((u for u in node.inputs if u.producer is not None and u.type == src.type
+                         and owner[id(u)] == id(u) and id(u) not in writes and id(u) not in counts
+                         and readers.get(id(u)) == [(at, u)]), None)
+            if link is None:
+                break
+            prev = link.producer
+            if (len(prev.outputs) != 1 or OPS[prev.op].kind != "elementwise" or not out_capable(prev.op)
+                    or index[id(prev)] <= fence):
+                break
+            at, node = index[id(prev)], prev
+            if not all(i < at or (i == at and v is src) for i, v in src_reads):
+                break
+            writes[id(link)] = src
     return writes
 
 
@@ -166,12 +184,13 @@ def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int,
         return s
 
     plan = MemoryPlan()
-    for oid, src in donation_writes(g, donated or {}, owner).items():
+    writes = donation_writes(g, donated or {}, owner)
+    for oid, src in writes.items():
         plan.out[oid] = src
         rep[oid] = id(src)
         plan.in_place += 1
-        plan.donated += 1
         plan.bytes_reused += src.type.nbytes
+    plan.donated = len({id(src) for src in writes.values()})
     for i, node in enumerate(g.nodes):
         if len(node.outputs) != 1 or OPS[node.op].kind != "elementwise" or not out_capable(node.op):
             continue
