@@ -401,15 +401,20 @@ class Tensor:
     def minimum(self, o): return self._binary("minimum", o)  # noqa: E704
     def abs(self): return apply("abs", (self,), {})  # noqa: E704
     def sign(self): return apply("sign", (self,), {})  # noqa: E704
-    def exp(self): return apply("exp", (self,), {})  # noqa: E704
-    def log(self): return apply("log", (self,), {})  # noqa: E704
-    def sqrt(self): return apply("sqrt", (self,), {})  # noqa: E704
-    def rsqrt(self): return apply("rsqrt", (self,), {})  # noqa: E704
-    def tanh(self): return apply("tanh", (self,), {})  # noqa: E704
-    def sigmoid(self): return apply("sigmoid", (self,), {})  # noqa: E704
+    def _float_unary(self, name: str) -> Tensor:
+        """exp, log, sqrt, ... of an integer or bool tensor: computed in float32, torch's default dtype
+        (as `/` is); the op itself takes floating point only."""
+        return apply(name, (self if self._dtype.is_floating_point else self.float(),), {})
+
+    def exp(self): return self._float_unary("exp")  # noqa: E704
+    def log(self): return self._float_unary("log")  # noqa: E704
+    def sqrt(self): return self._float_unary("sqrt")  # noqa: E704
+    def rsqrt(self): return self._float_unary("rsqrt")  # noqa: E704
+    def tanh(self): return self._float_unary("tanh")  # noqa: E704
+    def sigmoid(self): return self._float_unary("sigmoid")  # noqa: E704
     def relu(self): return apply("relu", (self,), {})  # noqa: E704
-    def sin(self): return apply("sin", (self,), {})  # noqa: E704
-    def cos(self): return apply("cos", (self,), {})  # noqa: E704
+    def sin(self): return self._float_unary("sin")  # noqa: E704
+    def cos(self): return self._float_unary("cos")  # noqa: E704
     def square(self): return self * self  # noqa: E704
 
     def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:

@@ -814,6 +814,21 @@ def test_dtype_promotion_matches_torch(expr):
     np.testing.assert_allclose(g.numpy(), t.numpy())
 
 
+@torch_mark
+@pytest.mark.parametrize("expr", ["i64.exp()", "i32.sqrt()", "b.sigmoid()", "m.log(i64)", "i64.tanh()", "i32.rsqrt()",
+                                  "m.sin(b)", "i64.cos()", "f64.exp()"])
+def test_float_only_ops_compute_integers_in_the_default_float_dtype(expr):
+    torch = _torch()
+    res = []
+    for mod in (gc, torch):
+        env = {"m": mod, "f64": mod.tensor([1.0, 2.0], dtype=mod.float64), "i64": mod.tensor([1, 2]),
+               "i32": mod.tensor([1, 2], dtype=mod.int32), "b": mod.tensor([True, False])}
+        res.append(eval(expr, env))
+    g, t = res
+    assert g.dtype.name == str(t.dtype).removeprefix("torch."), expr
+    np.testing.assert_allclose(g.numpy(), t.numpy(), rtol=2 ** -22)  # float32: libm and torch may differ by an ulp
+
+
 # ---- factories ---------------------------------------------------------------------------------------
 
 def test_factories():
