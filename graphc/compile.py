@@ -53,7 +53,10 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> 
     for var, m in modules.items():
         pre = f"{var}." if var else ""
         for n, sub in m.named_modules():
-            desc[f"{pre}{n or '(module)'}.training"] = (("training", sub.training),)
+            # training and every plain setting (BatchNorm momentum and eps, Dropout p, a conv's stride): traced
+            # as constants, so a change retraces, as torch.compile guards on module attributes
+            desc[f"{pre}{n or '(module)'} ({type(sub).__name__})"] = (("training", sub.training),) + tuple(
+                (k, v) for k, v in vars(sub).items() if type(v) in _SETTING and k[0] != "_" and k != "training")
         for n, p in list(m.named_parameters()) + list(m.named_buffers()):
             desc[pre + n] = (("tensor", id(p)), ("shape", p.shape), ("dtype", p.dtype.name),
                              ("requires_grad", p.requires_grad), ("grad", None if p.grad is None else p.grad.shape))
@@ -67,6 +70,9 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> 
             desc[f"{var}.state[{pname}]"] = tuple(
                 (k, (v.shape, v.dtype.name) if isinstance(v, Tensor) else v) for k, v in st.items())
     return desc
+
+
+_SETTING = frozenset({int, float, bool, str, tuple, type(None)})
 
 
 def _numeric(v: Any) -> bool:

@@ -175,3 +175,21 @@ def test_results_that_are_none_or_plain_values():
     out = f(gc.ones(2))
     assert out[1:] == (None, 3, {"k": None}) and np.array_equal(out[0].numpy(), [2, 2])
     assert f(gc.ones(2))[1] is None
+
+
+def test_module_settings_are_part_of_the_cache_key():
+    """BatchNorm's momentum, Dropout's p, ... are traced as constants: changing one retraces (no stale graph)."""
+    from graphc import nn
+
+    gc.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    twin = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    twin.load_state_dict(model.state_dict())
+    f = gc.compile(model)
+    x = gc.randn(6, 3)
+    for momentum in (0.1, 0.1, 0.5):
+        model[1].momentum = twin[1].momentum = momentum
+        np.testing.assert_allclose(f(x).detach().numpy(), twin(x).detach().numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(model[1].running_mean.numpy(), twin[1].running_mean.numpy(), rtol=1e-6)
+    info = f.cache_info()
+    assert info.entries == 2 and any("1 (BatchNorm1d): momentum 0.1 -> 0.5" in r for r in info.reasons)
