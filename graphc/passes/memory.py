@@ -24,10 +24,10 @@ the only kernels with more than arithmetic inside): what follows is elementwise 
 whose shapes were checked when the graph was built, run with floating-point errors ignored (IEEE
 results, as torch gives), so it cannot fail on the data. In a training step that is the optimizer's
 update, after the whole backward pass; a BatchNorm running-statistics update in the middle of the
-forward pass is not donated. Only the
-input's own update may be written into it (never another tensor's value), only by the node that
-produces the update, and only when nothing reads the old value (or a view of it) later.
-The caller (compile.Executable) hands over only arrays no other input aliases.
+forward pass is not donated. Only the input's own update may be written into it (never another
+tensor's value), by the node producing the update and the chain of ops leading to it, and only
+once nothing reads the old value (or a view of it) later. The caller (compile.Executable) hands
+over only arrays that no other input aliases.
 
 The planned peak walks the same schedule: bytes of live buffers plus each kernel's scratch (the
 im2col columns of a convolution, say), with graph inputs counted as resident throughout.
@@ -44,13 +44,17 @@ from ..ops import OPS
 MIN_INPLACE_BYTES = 1 << 14
 
 
-
 def out_capable(op: str) -> bool:
     """Whether the numpy kernel of op accepts out= (ufuncs do; kernels declare it)."""
     from ..backends.numpy.elementwise import _UFUNCS
     from ..backends.numpy.registry import KERNELS
 
     return op in _UFUNCS or bool(getattr(KERNELS.get(op), "supports_out", False))
+
+
+def _writes_out(node: Node) -> bool:
+    """Whether node's one output can be written into an existing buffer (an elementwise op taking out=)."""
+    return len(node.outputs) == 1 and OPS[node.op].kind == "elementwise" and out_capable(node.op)
 
 
 @dataclass
@@ -123,16 +127,19 @@ def donation_writes(g: Graph, donated: dict[int, int], owner: dict[int, int]) ->
     for i, node in enumerate(g.nodes):
         for v in node.inputs:
             readers.setdefault(owner[id(v)], []).append((i, v))
-    counts: dict[int, int] = {}
+    counts: dict[int, int] = {}  # value -> times it is a graph output
+    stored: dict[int, int] = {}  # storage -> graph outputs living in it
     for v in g.outputs:
         counts[id(v)] = counts.get(id(v), 0) + 1
+        stored[owner[id(v)]] = stored.get(owner[id(v)], 0) + 1
     writes: dict[int, Value] = {}
     for j, k in donated.items():
         src, new = g.inputs[j], g.outputs[k]
         node = new.producer
-        if (node is None or len(node.outputs) != 1 or OPS[node.op].kind != "elementwise" or not out_capable(node.op)
-                or new.type != src.type or new.type.ndim == 0 or counts[id(new)] != 1 or id(new) in writes
-                or owner[id(new)] != id(new) or owner[id(src)] in {owner[id(v)] for v in g.outputs if v is not new}):
+        # the new value: made by an elementwise op, the same type, returned once, not a view, and the old
+        # value (or a view of it) is not returned as well
+        if (node is None or not _writes_out(node) or new.type != src.type or new.type.ndim == 0
+                or counts[id(new)] != 1 or owner[id(new)] != id(new) or id(src) in stored or id(new) in writes):
             continue
         at = index[id(node)]
         if at <= fence:
@@ -151,8 +158,7 @@ def donation_writes(g: Graph, donated: dict[int, int], owner: dict[int, int]) ->
             if link is None:
                 break
             prev = link.producer
-            if (len(prev.outputs) != 1 or OPS[prev.op].kind != "elementwise" or not out_capable(prev.op)
-                    or index[id(prev)] <= fence):
+            if not _writes_out(prev) or index[id(prev)] <= fence:
                 break
             at, node = index[id(prev)], prev
             if not all(i < at or (i == at and v is src) for i, v in src_reads):
@@ -192,7 +198,7 @@ def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int,
         plan.bytes_reused += src.type.nbytes
     plan.donated = len({id(src) for src in writes.values()})
     for i, node in enumerate(g.nodes):
-        if len(node.outputs) != 1 or OPS[node.op].kind != "elementwise" or not out_capable(node.op):
+        if not _writes_out(node):
             continue
         o = node.outputs[0]
         if id(o) in plan.out:  # a donated write
