@@ -21,6 +21,7 @@ import numpy as np
 
 from . import factories
 from .autograd.function import GradFn, check_watched, watch_saved
+from .callpath import FastCalls
 from .context import state
 from .errors import api_boundary, guard_class
 from .ir.graph import Graph
@@ -352,7 +353,8 @@ class Executable:
             raise RuntimeError("create_graph=True through a compiled function is not supported yet; "
                                "differentiate the eager function instead")
         check_watched(ctx.attrs["watch"])
-        cts = [np.zeros(o.shape, o.dtype.np) if g is None else g._data for g, o in zip(gouts, ctx.outputs)]
+        outs = ctx.outputs if any(g is None for g in gouts) else None  # shapes for zero cotangents
+        cts = [np.zeros(outs[i].shape, outs[i].dtype.np) if g is None else g._data for i, g in enumerate(gouts)]
         grads = _run(self._bwd, self.bwd_graph, [*ctx.attrs["saved"], *cts])
         return tuple(Tensor._make(np.asarray(g), None, t.dtype) if need and k not in self._unused else None
                      for k, (g, t, need) in enumerate(zip(grads, ctx.inputs, ctx.needs)))
@@ -528,9 +530,16 @@ class CompiledFunction:
         self._reasons: list[str] = []
         self._calls = 0
         self._lock = _TRACE_LOCK
+        self._fast = FastCalls(fn)
         functools.update_wrapper(self, target, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        hit = None if kwargs else self._fast.lookup(args)  # graphc/callpath.py: when the arguments alone decide
+        if hit is not None:
+            with self._lock:
+                self._calls += 1
+            exe, plan = hit
+            return plan(args) if plan is not None else _call_executable(exe, *args)
         desc = _describe(self.fn, args, kwargs, self.arg_names)
         key = _freeze(desc)
         with self._lock:
@@ -543,7 +552,8 @@ class CompiledFunction:
                     break
             if exe is None:
                 exe = self._build(args, kwargs, desc, key, failed)
-        return exe(*args, **kwargs)
+            self._fast.remember(args, kwargs, exe)
+        return _call_executable(exe, *args, **kwargs)
 
     def _trace(self, args: tuple, kwargs: dict) -> Traced:
         _check_arguments(self.fn, args, kwargs, self.arg_names)
@@ -619,4 +629,6 @@ def compile(fn: Callable | None = None, *, backend: str = "numpy", dump: str | N
 # errors end at the user's line (graphc/errors.py)
 for _cls in (Lowered, Executable, CompiledFunction):
     guard_class(_cls)
+# a compiled function's call is already inside its own boundary: call the Executable without a second one
+_call_executable = Executable.__call__.__wrapped__
 load, compile = api_boundary(load), api_boundary(compile)

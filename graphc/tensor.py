@@ -267,10 +267,10 @@ class Tensor:
     # ---- autograd -------------------------------------------------------------------------------
     def backward(self, gradient: Tensor | None = None, retain_graph: bool | None = None,
                  create_graph: bool = False, inputs: Sequence[Tensor] | None = None) -> None:
-        from .autograd import backward
+        from .autograd import _backward  # (not the public, boundary-wrapped one: this method is a boundary)
 
-        backward([self], None if gradient is None else [gradient], retain_graph=retain_graph,
-                 create_graph=create_graph, inputs=inputs)
+        _backward([self], None if gradient is None else [gradient], retain_graph=retain_graph,
+                  create_graph=create_graph, inputs=inputs)
 
     # ---- dtype and conversion -------------------------------------------------------------------
     def to(self, *args: Any, dtype: DType | None = None, **_: Any) -> Tensor:
@@ -777,4 +777,5 @@ def _normalize_index(index: Any, shape: tuple[int, ...]) -> tuple[tuple, bool]:
     return tuple(out), False
 
 
+Tensor._tensor_class = Tensor  # type: ignore[attr-defined]  # for modules tensor.py imports (passes/autodiff.py)
 guard_class(Tensor, subclasses=True)  # errors end at the user's line (graphc/errors.py)
