@@ -19,12 +19,16 @@ write-backs (an argument updated in place, .grad set inside) runs its ordinary _
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .autograd.anomaly import run_checked
 from .autograd.function import GradFn, watch_saved
+from .backends.numpy.quiet import quietly
 from .context import state
+from .ir.graph import Graph
 from .pytree import unflatten
 from .tensor import Tensor, _dt
 from .trace import find_state_owners, reach
@@ -84,6 +88,14 @@ class FastCalls:
 _MISSING = object()
 
 
+def run_generated(fn: Callable, graph: Graph, arrays: list[Any]) -> tuple:
+    """Run generated code; under gc.detect_anomaly() interpret the graph instead, checking every node's output
+    for NaN/Inf and naming its op, phase and user line (as eager mode does)."""
+    if state.anomaly:
+        return run_checked(graph, arrays)
+    return quietly(fn, arrays)  # log(-1) is nan without a warning, as in eager mode and torch
+
+
 class CallPlan:
     """Executable.__call__ for an Executable with nothing to write back, with its per-call decisions made once:
     where each input comes from, which tensors a compiled backward records, how results form the output tree.
@@ -113,14 +125,12 @@ class CallPlan:
         self.out_static, self.out_tree = exe.out_static, exe.out_tree
 
     def __call__(self, args: tuple) -> Any:
-        from .compile import _run
-
         exe = self.exe
         if self.arg_only:
             arrays = [args[i]._data for i in self.arg_refs]
         else:
             arrays = exe._gather(list(args))
-        outs = _run(exe._fn, exe.graph, arrays)
+        outs = run_generated(exe._fn, exe.graph, arrays)
         n_out = self.n_out
         results = []
         for a in outs[:n_out]:

@@ -22,6 +22,7 @@ import numpy as np
 from . import factories
 from .autograd.function import GradFn, check_watched, watch_saved
 from .callpath import FastCalls
+from .callpath import run_generated as _run
 from .context import state
 from .errors import api_boundary, guard_class
 from .ir.graph import Graph
@@ -464,17 +465,6 @@ def load(path: str, backend: str | None = None, device: Any = None) -> Executabl
     exe.backend, exe.options, exe._exported = backend, options, exported if backend == "jax" else None
     exe._setup(graph, None, [])
     return exe
-
-
-def _run(fn: Callable, graph: Graph, arrays: list[Any]) -> tuple:
-    """Run generated code; under gc.detect_anomaly() interpret the graph instead, checking every node's output
-    for NaN/Inf and naming its op, phase and user line (as eager mode does)."""
-    if state.anomaly:
-        from .autograd.anomaly import run_checked
-
-        return run_checked(graph, arrays)
-    with np.errstate(all="ignore"):  # log(-1) is nan without a warning, as in eager mode and torch
-        return fn(*arrays)
 
 
 def _dtype(a: np.ndarray) -> Any:

@@ -364,3 +364,27 @@ def test_errors_on_the_short_path_end_at_the_user_line(case):
     assert all(f in str(out.exc) for f in case.expect), out.text
     assert [f.filename for f in out.frames] == [FILENAME], out.text
     assert out.frames[-1].lineno == case.line, out.text
+
+
+def test_compiled_code_is_quiet_and_leaves_the_callers_error_state_alone():
+    """log(-1) is nan without a warning (as eager and torch); the caller's np.errstate holds before and after,
+    also when the compiled call raises."""
+    import warnings
+
+    f = gc.compile(lambda x: x.log() * 2)
+    x = gc.tensor([-1.0, 1.0], requires_grad=True)
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="raise"):
+            for _ in range(2):
+                out = f(x)
+                out.backward(gradient=gc.ones(2))
+            assert np.isnan(out.detach().numpy()[0])
+            with pytest.raises(FloatingPointError):
+                np.log(np.float32(-1.0))
+            with pytest.raises(RuntimeError, match="Mismatch in shape"):
+                f(x).backward(gradient=gc.ones(3))
+            assert np.geterr()["invalid"] == "raise"
+    assert np.geterr() == before
+    _close(x.grad[1:], [4.0])
