@@ -31,7 +31,7 @@ from .context import state
 from .ir.graph import Graph
 from .pytree import unflatten
 from .tensor import Tensor, _dt
-from .trace import find_state_owners, reach
+from .trace import reach
 
 
 def fingerprint(args: tuple) -> tuple | None:
@@ -70,19 +70,18 @@ class FastCalls:
                 return None
         return exe, plan
 
-    def remember(self, args: tuple, kwargs: dict, exe: Any) -> None:
-        """After the full path chose exe: memoize it when the fingerprint alone determines that choice."""
+    def remember(self, args: tuple, kwargs: dict, exe: Any, reached: dict[str, Any]) -> None:
+        """After the full path chose exe for a call that reached no state owner (find_state_owners found no
+        module and no optimizer in `reached` and the arguments): memoize it when the fingerprint alone
+        determines that choice."""
         if kwargs or exe.guards or state.tracer is not None:
             return
         fp = fingerprint(args)
         if fp is None:
             return
-        modules, optims = find_state_owners(self.fn, args)
-        if modules or optims:
-            return
         old = self.memo.get((state.grad_enabled, fp))
         plan = old[2] if old is not None and old[1] is exe else CallPlan.of(exe)
-        self.memo[(state.grad_enabled, fp)] = (reach(self.fn), exe, plan)
+        self.memo[(state.grad_enabled, fp)] = (reached, exe, plan)
 
 
 _MISSING = object()

@@ -34,12 +34,14 @@ from .passes.partition import partition
 from .passes.simplify import DEFAULT_PIPELINE
 from .pytree import flatten, unflatten
 from .tensor import Tensor
-from .trace import Traced, _arg_name, find_state_owners, state_names, trace
+from .trace import Traced, _arg_name, find_state_owners, reach, state_names, trace
 
 # ---- cache keys ----------------------------------------------------------------------------------
 
-def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> dict[str, tuple]:
-    """Everything the traced graph depends on, as {readable path: (field, value) pairs}."""
+def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
+              owners: tuple[dict[str, Any], dict[str, Any]] | None = None) -> dict[str, tuple]:
+    """Everything the traced graph depends on, as {readable path: (field, value) pairs}; owners: what
+    find_state_owners(fn, args) gives, when the caller has it already."""
 
     flat, tree = flatten((args, kwargs))
     desc: dict[str, tuple] = {"(structure)": (("tree", tree),),
@@ -50,7 +52,7 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> 
             desc[name] = (("shape", leaf.shape), ("dtype", leaf.dtype.name), ("requires_grad", leaf.requires_grad))
         else:
             desc[name] = (("value", leaf if isinstance(leaf, (int, float, str, bool, type(None))) else id(leaf)),)
-    modules, optims = find_state_owners(fn, args)
+    modules, optims = find_state_owners(fn, args) if owners is None else owners
     names = state_names(modules, optims)
     for var, m in modules.items():
         pre = f"{var}." if var else ""
@@ -530,7 +532,9 @@ class CompiledFunction:
                 self._calls += 1
             exe, plan = hit
             return plan(args) if plan is not None else _call_executable(exe, *args)
-        desc = _describe(self.fn, args, kwargs, self.arg_names)
+        reached = reach(self.fn)  # taken before the build: tracing runs user code, which could rebind globals
+        owners = find_state_owners(self.fn, args, reached)
+        desc = _describe(self.fn, args, kwargs, self.arg_names, owners)
         key = _freeze(desc)
         with self._lock:
             self._calls += 1
@@ -542,7 +546,8 @@ class CompiledFunction:
                     break
             if exe is None:
                 exe = self._build(args, kwargs, desc, key, failed)
-            self._fast.remember(args, kwargs, exe)
+            if not (owners[0] or owners[1]):
+                self._fast.remember(args, kwargs, exe, reached)
         return _call_executable(exe, *args, **kwargs)
 
     def _trace(self, args: tuple, kwargs: dict) -> Traced:

@@ -91,9 +91,11 @@ def reach(fn: Callable) -> dict[str, Any]:
     return cands
 
 
-def find_state_owners(fn: Callable, args: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Modules and optimizers the function can reach: arguments, closure cells and globals it names."""
-    cands = reach(fn)
+def find_state_owners(fn: Callable, args: tuple, reached: dict[str, Any] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Modules and optimizers the function can reach: arguments, closure cells and globals it names
+    (reached: what reach(fn) gave, when the caller has it)."""
+    cands = reach(fn) if reached is None else dict(reached)
     for i, a in enumerate(args):
         cands.setdefault(f"arg{i}", a)
     modules = {k: v for k, v in cands.items() if hasattr(v, "named_parameters") and hasattr(v, "named_buffers")}
