@@ -35,10 +35,11 @@ from .trace import reach
 
 
 def fingerprint(args: tuple) -> tuple | None:
-    """(shape, dtype, requires_grad) of each argument, or None when one is not a concrete tensor."""
+    """(shape, dtype, requires_grad) of each argument, or None when one is not a concrete tensor (a value,
+    a symbolic tensor)."""
     out = []
     for a in args:
-        if not isinstance(a, Tensor) or a._data is None:
+        if not isinstance(a, Tensor) or a._data is None or a._sym is not None:
             return None
         out.append((a._data.shape, a._dtype.name, a._requires_grad))
     return tuple(out)
@@ -53,7 +54,7 @@ class FastCalls:
 
     def lookup(self, args: tuple) -> tuple[Any, CallPlan | None] | None:
         """The Executable the full path would choose for these arguments, if that is certain without it."""
-        if state.tracer is not None:
+        if not self.memo or state.tracer is not None:
             return None
         fp = fingerprint(args)
         if fp is None:
