@@ -21,6 +21,8 @@ import numpy as np
 
 from . import factories
 from .autograd.function import GradFn, check_watched, watch_saved
+from .callpath import FastCalls
+from .callpath import run_generated as _run
 from .context import state
 from .errors import api_boundary, guard_class
 from .ir.graph import Graph
@@ -32,12 +34,14 @@ from .passes.partition import partition
 from .passes.simplify import DEFAULT_PIPELINE
 from .pytree import flatten, unflatten
 from .tensor import Tensor
-from .trace import Traced, _arg_name, find_state_owners, state_names, trace
+from .trace import Traced, _arg_name, find_state_owners, reach, state_names, trace
 
 # ---- cache keys ----------------------------------------------------------------------------------
 
-def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> dict[str, tuple]:
-    """Everything the traced graph depends on, as {readable path: (field, value) pairs}."""
+def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
+              owners: tuple[dict[str, Any], dict[str, Any]] | None = None) -> dict[str, tuple]:
+    """Everything the traced graph depends on, as {readable path: (field, value) pairs}; owners: what
+    find_state_owners(fn, args) gives, when the caller has it already."""
 
     flat, tree = flatten((args, kwargs))
     desc: dict[str, tuple] = {"(structure)": (("tree", tree),),
@@ -48,7 +52,7 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str]) -> 
             desc[name] = (("shape", leaf.shape), ("dtype", leaf.dtype.name), ("requires_grad", leaf.requires_grad))
         else:
             desc[name] = (("value", leaf if isinstance(leaf, (int, float, str, bool, type(None))) else id(leaf)),)
-    modules, optims = find_state_owners(fn, args)
+    modules, optims = find_state_owners(fn, args) if owners is None else owners
     names = state_names(modules, optims)
     for var, m in modules.items():
         pre = f"{var}." if var else ""
@@ -343,19 +347,23 @@ class Executable:
         n_out = len(self.outputs)
         saved = outs[n_out:]
         results = []
-        installed: set[int] = set()
+        # state owns its memory: one value in two places (a .grad and the momentum buffer cloned from it, a
+        # result that is also new state) becomes two arrays; results may share one, as torch returns one tensor
+        seen: set[int] = set()  # every array handed out so far
+        state_arrays: set[int] = set()
         # every output is computed before anything is written back: a failing call changes nothing
         for slot, a in zip(self.outputs, outs[:n_out]):
             a = np.asarray(a)
-            if id(a) in installed:  # one value, two places (a .grad and the momentum buffer cloned from it)
-                a = a.copy()
             if slot.kind == "result":
-                installed.add(id(a))
+                if id(a) in state_arrays:
+                    a = a.copy()
+                seen.add(id(a))
                 results.append(Tensor._make(a, None, _dtype(a)))
                 continue
-            if a.base is not None or not a.flags.writeable:
-                a = a.copy()  # state owns its memory
-            installed.add(id(a))
+            if a.base is not None or not a.flags.writeable or id(a) in seen:
+                a = a.copy()
+            seen.add(id(a))
+            state_arrays.add(id(a))
             if isinstance(slot.ref, int):  # the argument passed at this call
                 arg = leaves[slot.ref]
                 if slot.kind == "grad":  # accumulates into an existing .grad, as backward() does
@@ -393,7 +401,8 @@ class Executable:
             raise RuntimeError("create_graph=True through a compiled function is not supported yet; "
                                "differentiate the eager function instead")
         check_watched(ctx.attrs["watch"])
-        cts = [np.zeros(o.shape, o.dtype.np) if g is None else g._data for g, o in zip(gouts, ctx.outputs)]
+        outs = ctx.outputs if any(g is None for g in gouts) else None  # shapes for zero cotangents
+        cts = [np.zeros(outs[i].shape, outs[i].dtype.np) if g is None else g._data for i, g in enumerate(gouts)]
         grads = _run(self._bwd, self.bwd_graph, [*ctx.attrs["saved"], *cts])
         return tuple(Tensor._make(np.asarray(g), None, t.dtype) if need and k not in self._unused else None
                      for k, (g, t, need) in enumerate(zip(grads, ctx.inputs, ctx.needs)))
@@ -524,17 +533,6 @@ def _own_donated(arrays: list[Any], donated: list[int]) -> None:
             arrays[j] = np.array(a, copy=True)
 
 
-def _run(fn: Callable, graph: Graph, arrays: list[Any]) -> tuple:
-    """Run generated code; under gc.detect_anomaly() interpret the graph instead, checking every node's output
-    for NaN/Inf and naming its op, phase and user line (as eager mode does)."""
-    if state.anomaly:
-        from .autograd.anomaly import run_checked
-
-        return run_checked(graph, arrays)
-    with np.errstate(all="ignore"):  # log(-1) is nan without a warning, as in eager mode and torch
-        return fn(*arrays)
-
-
 def _dtype(a: np.ndarray) -> Any:
     return dtype_of(a.dtype)
 
@@ -589,10 +587,19 @@ class CompiledFunction:
         self._reasons: list[str] = []
         self._calls = 0
         self._lock = _TRACE_LOCK
+        self._fast = FastCalls(fn)
         functools.update_wrapper(self, target, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        desc = _describe(self.fn, args, kwargs, self.arg_names)
+        hit = None if kwargs else self._fast.lookup(args)  # graphc/callpath.py: when the arguments alone decide
+        if hit is not None:
+            with self._lock:
+                self._calls += 1
+            exe, plan = hit
+            return plan(args) if plan is not None else _call_executable(exe, *args)
+        reached = reach(self.fn)  # taken before the build: tracing runs user code, which could rebind globals
+        owners = find_state_owners(self.fn, args, reached)
+        desc = _describe(self.fn, args, kwargs, self.arg_names, owners)
         key = _freeze(desc)
         with self._lock:
             self._calls += 1
@@ -604,7 +611,9 @@ class CompiledFunction:
                     break
             if exe is None:
                 exe = self._build(args, kwargs, desc, key, failed)
-        return exe(*args, **kwargs)
+            if not (owners[0] or owners[1]):
+                self._fast.remember(args, kwargs, exe, reached)
+        return _call_executable(exe, *args, **kwargs)
 
     def _trace(self, args: tuple, kwargs: dict) -> Traced:
         _check_arguments(self.fn, args, kwargs, self.arg_names)
@@ -685,4 +694,6 @@ def compile(fn: Callable | None = None, *, backend: str = "numpy", dump: str | N
 # errors end at the user's line (graphc/errors.py)
 for _cls in (Lowered, Executable, CompiledFunction):
     guard_class(_cls)
+# a compiled function's call is already inside its own boundary: call the Executable without a second one
+_call_executable = Executable.__call__.__wrapped__
 load, compile = api_boundary(load), api_boundary(compile)

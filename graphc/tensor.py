@@ -28,6 +28,18 @@ def _dt(a: np.ndarray) -> DType:
     return d
 
 
+# graphc.autograd's backward without its boundary (Tensor.backward is one), looked up on first use: graphc.autograd
+# is imported lazily here, and a relative import on every call costs more than the rest of Tensor.backward
+_AUTOGRAD_BACKWARD: list[Any] = []
+
+
+def _bind_backward() -> Any:
+    from .autograd import _backward
+
+    _AUTOGRAD_BACKWARD.append(_backward)
+    return _backward
+
+
 def _shape_args(shape: Sequence[Any]) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
@@ -267,10 +279,9 @@ class Tensor:
     # ---- autograd -------------------------------------------------------------------------------
     def backward(self, gradient: Tensor | None = None, retain_graph: bool | None = None,
                  create_graph: bool = False, inputs: Sequence[Tensor] | None = None) -> None:
-        from .autograd import backward
-
-        backward([self], None if gradient is None else [gradient], retain_graph=retain_graph,
-                 create_graph=create_graph, inputs=inputs)
+        run = _AUTOGRAD_BACKWARD[0] if _AUTOGRAD_BACKWARD else _bind_backward()
+        run([self], None if gradient is None else [gradient], retain_graph=retain_graph, create_graph=create_graph,
+            inputs=inputs)
 
     # ---- dtype and conversion -------------------------------------------------------------------
     def to(self, *args: Any, dtype: DType | None = None, **_: Any) -> Tensor:
@@ -782,4 +793,5 @@ def _normalize_index(index: Any, shape: tuple[int, ...]) -> tuple[tuple, bool]:
     return tuple(out), False
 
 
+Tensor._tensor_class = Tensor  # type: ignore[attr-defined]  # for modules tensor.py imports (passes/autodiff.py)
 guard_class(Tensor, subclasses=True)  # errors end at the user's line (graphc/errors.py)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FunctionType
 from typing import Any
 
 from .context import module_path, state
@@ -62,13 +63,16 @@ class Traced:
     guards: list[Any] = field(default_factory=list)  # hyperparameter decisions the graph depends on
 
 
-def find_state_owners(fn: Callable, args: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Modules and optimizers the function can reach: arguments, closure cells and globals it names."""
+def reach(fn: Callable) -> dict[str, Any]:
+    """Every object, other than the call's arguments, that fn can take state from: the globals its code names,
+    its closure cells, default values and bound object. Compiled functions compare these by identity to know
+    that the state owners cannot have changed since the last call (graphc/callpath.py)."""
     cands: dict[str, Any] = {}
-    target = getattr(fn, "__func__", fn)
-    if hasattr(fn, "named_parameters"):
+    plain = type(fn) is FunctionType and not fn.__dict__  # (no attribute lookups that fail: every call asks)
+    target = fn if plain else getattr(fn, "__func__", fn)
+    if not plain and hasattr(fn, "named_parameters"):
         cands[""] = fn
-    code = getattr(target, "__code__", None)
+    code = target.__code__ if plain else getattr(target, "__code__", None)
     if code is not None:
         g = getattr(target, "__globals__", {})
         for n in code.co_names:
@@ -84,12 +88,20 @@ def find_state_owners(fn: Callable, args: tuple) -> tuple[dict[str, Any], dict[s
         names = code.co_varnames[code.co_argcount - len(defaults):code.co_argcount]
         cands.update(zip(names, defaults))
         cands.update(getattr(target, "__kwdefaults__", None) or {})
-    bound = getattr(fn, "__self__", None)
+    bound = None if plain else getattr(fn, "__self__", None)
     if bound is not None:
         cands["self"] = bound
         if not hasattr(bound, "named_parameters"):  # a trainer object's method: its modules and optimizers
             for k, v in getattr(bound, "__dict__", {}).items():
                 cands.setdefault(f"self.{k}", v)
+    return cands
+
+
+def find_state_owners(fn: Callable, args: tuple, reached: dict[str, Any] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Modules and optimizers the function can reach: arguments, closure cells and globals it names
+    (reached: what reach(fn) gave, when the caller has it)."""
+    cands = reach(fn) if reached is None else dict(reached)
     for i, a in enumerate(args):
         cands.setdefault(f"arg{i}", a)
     modules = {k: v for k, v in cands.items() if hasattr(v, "named_parameters") and hasattr(v, "named_buffers")}

@@ -46,6 +46,7 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
     return tuple(res)
 
 
+_backward = backward  # for Tensor.backward, which is a boundary itself
 backward, grad = api_boundary(backward), api_boundary(grad)  # errors end at the user's line
 
 __all__ = ["AccumulateGrad", "GradFn", "backward", "detect_anomaly", "enable_grad", "grad", "is_grad_enabled",

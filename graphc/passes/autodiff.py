@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..autograd.anomaly import check_backward
+from ..autograd.function import AccumulateGrad, GradFn, accumulator
 from ..context import phase, state
 from ..dispatch import apply
 from ..ir.graph import Graph
@@ -44,30 +46,31 @@ class _Ctx:
 
 
 def _seed_grad(i: int, root: Any, g: Any) -> Any:
-    from ..factories import ones_like  # (graphc.tensor imports this module)
-    from ..tensor import Tensor
-
     if not root.requires_grad:
         raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
     if g is None:
+        from ..factories import ones_like  # (graphc.tensor imports this module)
+
         if root.numel() != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
         return ones_like(root)
-    if not isinstance(g, Tensor):
+    if not isinstance(g, root._tensor_class):
         g = root._lift(g)
     if g.shape != root.shape:
         raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and output[{i}] has a "
                            f"shape of {root.shape}.")
-    return g.to(root.dtype)
+    return g if g._dtype is root._dtype else g.to(root.dtype)
 
 
 def _accumulate(leaf: Any, g: Any, create_graph: bool) -> None:
-    if g.dtype != leaf.dtype:
+    if g._dtype is not leaf._dtype and g._dtype != leaf._dtype:
         g = g.to(leaf.dtype)
     if leaf.grad is None:
         if not create_graph and g._data is not None and state.tracer is None:
-            g = g._alias()
+            g = g._alias()  # no history: already what detach() gives
             g._data = g._data.copy()  # .grad owns its memory: VJPs may hand one array to several inputs
+            leaf.grad = g
+            return
         leaf.grad = g if create_graph else g.detach()
     elif create_graph or state.tracer is not None or leaf.grad._data is None or not leaf.grad._data.flags.writeable:
         leaf.grad = leaf.grad + g
@@ -77,9 +80,11 @@ def _accumulate(leaf: Any, g: Any, create_graph: bool) -> None:
 
 def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], *, retain_graph: bool, create_graph: bool,
                  inputs: Sequence[Any] | None, accumulate: bool) -> list[Any] | None:
-    from ..autograd.anomaly import check_backward
-    from ..autograd.function import AccumulateGrad, GradFn, accumulator
-
+    if len(roots) == 1 and inputs is None and accumulate and not create_graph and state.tracer is None:
+        fn = roots[0].grad_fn
+        if type(fn) is GradFn and all(e is None or type(e) is AccumulateGrad for e, _ in fn.edges):
+            _backward_one(roots[0], root_grads[0], fn, retain_graph)
+            return None
     prev_grad = state.grad_enabled
     state.grad_enabled = create_graph
     try:
@@ -182,6 +187,37 @@ def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], *, retain_grap
     if inputs is not None and not accumulate:
         return [g if g is None or create_graph else g.detach() for g in captured]
     return None
+
+
+def _backward_one(root: Any, g: Any, fn: Any, retain_graph: bool) -> None:
+    """run_backward's walk when the DAG is one function whose inputs are leaves (a compiled function called
+    on leaf tensors, one eager op): the same steps in the same order, without the bookkeeping of a walk."""
+    prev_grad, prev_phase = state.grad_enabled, state.phase
+    state.grad_enabled, state.phase = False, "backward"
+    try:
+        g = _seed_grad(0, root, g)
+        if fn.freed:
+            raise RuntimeError(BACKWARD_TWICE)
+        idx = root._out_index
+        gouts: list[Any] = [None] * fn.op.nout
+        gouts[idx] = g
+        ref = fn.retained.get(idx) if fn.retained else None
+        t = ref() if ref is not None else None
+        if t is not None:  # the root's retain_grad()
+            _accumulate(t, g, False)
+        grads = fn.op.vjp(_Ctx(fn, False), *gouts)
+        if state.anomaly:
+            check_backward(fn, grads)
+        n_leaves = 0
+        for (acc, _), need, gr in zip(fn.edges, fn.needs, grads):
+            if need and acc is not None and gr is not None:
+                _accumulate(acc.variable, gr, False)
+                n_leaves += 1
+        last_stats.update(nodes_executed=1, leaves=n_leaves)
+        if not retain_graph:
+            fn.release()
+    finally:
+        state.grad_enabled, state.phase = prev_grad, prev_phase
 
 
 def differentiate(g: Graph, wrt: Sequence[int], outs: Sequence[int] | None = None) -> Graph:
