@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FunctionType
+from types import FunctionType, MethodType, ModuleType
 from typing import Any
 
 from .context import module_path, state
@@ -104,12 +104,22 @@ def find_state_owners(fn: Callable, args: tuple, reached: dict[str, Any] | None 
     cands = reach(fn) if reached is None else dict(reached)
     for i, a in enumerate(args):
         cands.setdefault(f"arg{i}", a)
+    for k, v in list(cands.items()):  # one attribute deep into plain objects: cfg.model, trainer.opt, cfg.w
+        if _plain_object(v):
+            for a, x in vars(v).items():
+                cands.setdefault(f"{k}.{a}", x)
     modules = {k: v for k, v in cands.items() if hasattr(v, "named_parameters") and hasattr(v, "named_buffers")}
     optims = {k: v for k, v in cands.items() if hasattr(v, "param_groups") and hasattr(v, "state")}
     tensors = {k: v for k, v in cands.items() if isinstance(v, Tensor) and not k.startswith("arg")}
     if tensors:
         modules = {**modules, "": _Captured(tensors)} if "" not in modules else modules
     return modules, optims
+
+
+def _plain_object(v: Any) -> bool:
+    """An instance of a user class (a config, a trainer): not a module, class, function, tensor or state owner."""
+    return (hasattr(v, "__dict__") and not isinstance(v, (type, ModuleType, FunctionType, MethodType, Tensor))
+            and not hasattr(v, "named_parameters") and not hasattr(v, "param_groups") and not callable(v))
 
 
 class _Captured:

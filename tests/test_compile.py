@@ -193,3 +193,43 @@ def test_module_settings_are_part_of_the_cache_key():
         np.testing.assert_allclose(model[1].running_mean.numpy(), twin[1].running_mean.numpy(), rtol=1e-6)
     info = f.cache_info()
     assert info.entries == 2 and any("1 (BatchNorm1d): momentum 0.1 -> 0.5" in r for r in info.reasons)
+
+
+def test_state_reached_through_a_plain_object():
+    """A config or trainer object named by the function: its tensors, modules and optimizers are found one
+    attribute deep, so rebinding cfg.w retraces and trainer.opt's momentum carries over (eager is the oracle)."""
+    from types import SimpleNamespace
+
+    from graphc import nn, optim
+
+    cfg = SimpleNamespace(w=gc.tensor([1.0, 2.0]))
+    f = gc.compile(lambda x: x * cfg.w)
+    assert f(gc.ones(2)).tolist() == [1.0, 2.0]
+    cfg.w = gc.tensor([5.0, 6.0])
+    assert f(gc.ones(2)).tolist() == [5.0, 6.0]
+    assert "cfg.w: a different tensor object" in f.cache_info().reasons[0]
+
+    class Trainer:
+        def __init__(self):
+            gc.manual_seed(0)
+            self.model = nn.Linear(3, 2)
+            self.opt = optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
+
+    trainer, twin = Trainer(), Trainer()
+
+    def step(x, t=trainer):  # the compiled step names the global `trainer`; the twin runs eagerly
+        t.opt.zero_grad()
+        loss = (t.model(x) ** 2).sum()
+        loss.backward()
+        t.opt.step()
+        return loss
+
+    def global_step(x):
+        return step(x, trainer)
+
+    compiled = gc.compile(global_step)
+    for _ in range(3):
+        x = gc.randn(4, 3)
+        np.testing.assert_allclose(compiled(x).item(), step(x, twin).item(), rtol=1e-5)
+    for p, q in zip(trainer.model.parameters(), twin.model.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-6)
