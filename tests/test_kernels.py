@@ -151,6 +151,12 @@ def test_pooling_matches_the_reference(case, ties, layout):
         r, q = arg[idx]
         dx[idx[0], idx[1], r, q] += g[idx]
     np.testing.assert_allclose(KERNELS["max_pool2d_grad"](g, x, input_hw=xs[2:], **a), dx, rtol=1e-6, atol=1e-6)
+    out, idx = KERNELS["max_pool2d_with_indices"](x, **a)
+    np.testing.assert_array_equal(out, want.astype(np.float32))
+    np.testing.assert_array_equal(idx, arg[..., 0] * xs[3] + arg[..., 1])
+    assert idx.dtype == np.int64
+    np.testing.assert_allclose(KERNELS["max_pool2d_indices_grad"](g, idx, input_hw=xs[2:], **a), dx,
+                               rtol=1e-6, atol=1e-6)
     # average pooling (count_include_pad): a convolution with a constant kernel per channel
     c = xs[1]
     box = np.zeros((c, c, *k))
@@ -244,6 +250,26 @@ def test_max_pool_with_ties_matches_torch(case):
     np.testing.assert_array_equal(KERNELS["max_pool2d"](cnhw(x), **a), ty.detach().numpy())
     np.testing.assert_allclose(KERNELS["max_pool2d_grad"](cnhw(g), cnhw(x), input_hw=xs[2:], **a),
                                tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    _, ti = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, return_indices=True)
+    out, idx = KERNELS["max_pool2d_with_indices"](cnhw(x), **a)
+    np.testing.assert_array_equal(out, ty.detach().numpy())
+    np.testing.assert_array_equal(idx, ti.numpy())
+    np.testing.assert_allclose(KERNELS["max_pool2d_indices_grad"](cnhw(g), idx, input_hw=xs[2:], **a),
+                               tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.torch
+def test_max_pool_indices_match_torch_on_windows_of_minus_infinity():
+    """A window whose in-image inputs are all -inf: torch names its first in-image element, not padding."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6)).astype(np.float32)
+    x[:, :, :3, :3] = -np.inf
+    x[1, 2] = -np.inf
+    for k, s, p in [((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (0, 0)), ((3, 2), (1, 2), (1, 1))]:
+        to, ti = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, return_indices=True)
+        out, idx = KERNELS["max_pool2d_with_indices"](x, kernel_size=k, stride=s, padding=p)
+        np.testing.assert_array_equal(out, to.numpy())
+        np.testing.assert_array_equal(idx, ti.numpy())
 
 
 class _FakeBlas:

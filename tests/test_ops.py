@@ -172,6 +172,8 @@ def test_vjp_matches_finite_differences(name, i):
 _TIES = {  # integer-valued floats: ties everywhere, where kernels must pick like torch and JAX
     "max_pool2d": Sample([np.floor(_rng("ties").uniform(0, 3, (2, 2, 6, 5)))],
                          {"kernel_size": (3, 3), "stride": (2, 1), "padding": (1, 1)}),
+    "max_pool2d_with_indices": Sample([np.floor(_rng("ties").uniform(0, 3, (2, 2, 6, 5)))],
+                                      {"kernel_size": (3, 3), "stride": (2, 1), "padding": (1, 1)}),
     "amax": Sample([np.floor(_rng("ties").uniform(0, 3, (3, 5)))], {"axes": (1,), "keepdim": False}),
     "amin": Sample([np.floor(_rng("ties").uniform(0, 3, (3, 5)))], {"axes": (0, 1), "keepdim": True}),
     "max_dim": Sample([np.floor(_rng("ties").uniform(0, 3, (3, 5)))], {"axis": 1, "keepdim": False}),
