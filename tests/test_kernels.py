@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from graphc.backends.numpy import KERNELS
-from graphc.backends.numpy.conv import _clip
+from graphc.backends.numpy.conv import _clip, _input_grad_flat
 from graphc.backends.numpy.elementwise import clamp, relu, rsqrt, where
 
 # ---- references: loops over output positions in float64, the definitions themselves ------------------
@@ -107,6 +107,22 @@ def test_conv2d_and_gradients_match_the_reference(case, layout):
         assert float((x * dx).sum()) == pytest.approx(inner, rel=1e-9)
         assert float((w * dw).sum()) == pytest.approx(inner, rel=1e-9)
     assert dx.shape == xs and dw.shape == ws
+
+
+@pytest.mark.parametrize("padding,dilation", [((0, 0), (1, 1)), ((1, 2), (2, 1)), ((2, 0), (1, 3))])
+def test_flat_col2im_input_grad_matches_the_reference(padding, dilation):
+    """The contiguous-shift col2im (taken for thin stride-1 gradients on large images) on small cases,
+    called directly so that padding and dilation are covered whatever the dispatch thresholds pick."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 2, 6, 7)), rng.standard_normal((3, 2, 3, 3))
+    a = {"stride": (1, 1), "padding": padding, "dilation": dilation, "groups": 1}
+    y = ref_conv2d(x, w, **a)
+    g = rng.standard_normal(y.shape)
+    rdx, _ = ref_conv_grads(x, w, g, **a)
+    for lay in (lambda t: t, cnhw):
+        dx = _input_grad_flat(lay(g), w, (6, 7), padding, dilation)
+        np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-10)
+        assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
 def test_kernels_keep_float32_and_own_their_gradients():

@@ -152,6 +152,9 @@ def conv2d_input_grad(g, w, *, input_hw, stride, padding, dilation, groups):
         # where copying the flipped weights outweighs the activations.
         return conv2d(g, w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), stride=stride, padding=full, dilation=dilation,
                       groups=1)
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    if stride == (1, 1) and groups == 1 and o <= 32 and hp * wp <= 1.5 * ho * wo:
+        return _input_grad_flat(g, w, input_hw, padding, dilation)
     wm = w.reshape(o, cg * kh * kw)
     gm = _rows(g)
     if groups == 1:
@@ -170,3 +173,28 @@ def conv2d_input_grad(g, w, *, input_hw, stride, padding, dilation, groups):
             co, ci = _clip(j, stride[1], padding[1], dilation[1], wd, wo)
             dx[:, :, ri, ci] += dcols[:, i, j, :, ro, co]
     return dx.transpose(1, 0, 2, 3)
+
+
+def _input_grad_flat(g: np.ndarray, w: np.ndarray, input_hw, padding, dilation) -> np.ndarray:
+    """col2im with contiguous adds, for stride 1 and few output channels (a thin, memory-bound GEMM).
+
+    The gradient is embedded (zero-filled) in the padded input's (Hp, Wp) grid, so output position
+    (r, q) sits at flat index r*Wp + q of its image and kernel offset (i, j) adds to flat index + i*d*Wp + j*d:
+    every offset's contribution is ONE contiguous shifted slice over all images, instead of a strided add
+    with rows of Wo elements. Positions never stray into the next row or image (r + i*d < Hp, q + j*d < Wp),
+    and the embedded zeros add nothing. Costs (Hp*Wp)/(Ho*Wo) more GEMM columns: callers keep that small."""
+    n, o, ho, wo = g.shape
+    _, c, kh, kw = w.shape
+    h, wd = input_hw
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    size = n * hp * wp
+    ge = np.zeros((o, n, hp, wp), dtype=g.dtype)
+    ge[:, :, :ho, :wo] = _cn(g)
+    dcols = (w.reshape(o, -1).T @ ge.reshape(o, size)).reshape(c, kh * kw, size)
+    dxp = np.zeros((c, size), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            s = i * dilation[0] * wp + j * dilation[1]
+            dxp[:, s:] += dcols[:, i * kw + j, :size - s]
+    dx = dxp.reshape(c, n, hp, wp)[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + wd]
+    return np.ascontiguousarray(dx).transpose(1, 0, 2, 3)
