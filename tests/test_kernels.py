@@ -12,6 +12,11 @@ from graphc.backends.numpy import KERNELS
 from graphc.backends.numpy.conv import _clip, _input_grad_flat
 from graphc.backends.numpy.elementwise import clamp, relu, rsqrt, where
 
+try:
+    from graphc.backends.jax import run_op_jax
+except ImportError:  # the jax comparisons skip
+    run_op_jax = None
+
 # ---- references: loops over output positions in float64, the definitions themselves ------------------
 
 
@@ -286,6 +291,10 @@ def test_max_pool_indices_match_torch_on_windows_of_minus_infinity():
         out, idx = KERNELS["max_pool2d_with_indices"](x, kernel_size=k, stride=s, padding=p)
         np.testing.assert_array_equal(out, to.numpy())
         np.testing.assert_array_equal(idx, ti.numpy())
+        if run_op_jax is not None:  # the jax lowering makes the same choice
+            jo, ji = run_op_jax("max_pool2d_with_indices", [x], {"kernel_size": k, "stride": s, "padding": p})
+            np.testing.assert_array_equal(np.asarray(jo), to.numpy())
+            np.testing.assert_array_equal(np.asarray(ji), ti.numpy())
 
 
 class _FakeBlas:
