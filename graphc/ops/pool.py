@@ -1,4 +1,5 @@
 """2-d pooling: max (with or without the winners' indices) and average, with their gradients.
+Max pooling's gradient always scatters to recorded indices (torch's scheme), never searches windows again.
 Attrs are (h, w) pairs; inputs are (N, C, H, W)."""
 from __future__ import annotations
 
@@ -52,9 +53,6 @@ _P1 = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}
 _P2 = {"kernel_size": (3, 3), "stride": (2, 1), "padding": (1, 1)}
 defop("max_pool2d", _pool, kind="opaque", samples=lambda rng: [
     Sample([randn(rng, 2, 3, 6, 6)], _P1), Sample([randn(rng, 1, 2, 5, 4)], _P2)])
-defop("max_pool2d_grad", _pool_grad, kind="opaque",
-      nondiff="second derivative of max pooling is not implemented",
-      samples=lambda rng: [Sample([randn(rng, 2, 3, 3, 3), randn(rng, 2, 3, 6, 6)], {**_P1, "input_hw": (6, 6)})])
 defop("max_pool2d_with_indices", _pool_with_indices, kind="opaque", nout=2, samples=lambda rng: [
     Sample([randn(rng, 2, 3, 6, 6)], _P1), Sample([randn(rng, 1, 2, 5, 4)], _P2),
     Sample([randn(rng, 2, 2, 7, 7)], {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)})])
@@ -77,8 +75,10 @@ def _pool_attrs(attrs: dict) -> dict:
 
 @vjp_of("max_pool2d")
 def _(ctx, g):
+    # (F.max_pool2d records the winners itself when a gradient is wanted; a bare max_pool2d node finds them now)
     x = ctx.inputs[0]
-    return (ctx.call("max_pool2d_grad", g, x, input_hw=tuple(x.shape[2:]), **_pool_attrs(ctx.attrs)),)
+    _, indices = ctx.call("max_pool2d_with_indices", x, **_pool_attrs(ctx.attrs))
+    return (ctx.call("max_pool2d_indices_grad", g, indices, input_hw=tuple(x.shape[2:]), **_pool_attrs(ctx.attrs)),)
 
 
 @vjp_of("max_pool2d_with_indices")

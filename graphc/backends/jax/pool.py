@@ -38,15 +38,6 @@ def max_pool2d(x: jax.Array, *, kernel_size: Pair, stride: Pair, padding: Pair) 
     return lax.reduce_window(x, _lowest(x.dtype), lax.max, **_window(kernel_size, stride, padding))
 
 
-@lowering("max_pool2d_grad")
-def max_pool2d_grad(g: jax.Array, x: jax.Array, *, input_hw: Pair, kernel_size: Pair, stride: Pair,
-                    padding: Pair) -> jax.Array:
-    # JAX differentiates a max window by select-and-scatter with `>=`: the first max of each window
-    # gets the whole gradient, as in torch
-    _, pull = jax.vjp(lambda v: max_pool2d(v, kernel_size=kernel_size, stride=stride, padding=padding), x)
-    return pull(g)[0]
-
-
 @lowering("avg_pool2d")
 def avg_pool2d(x: jax.Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> jax.Array:
     # count_include_pad=True, torch's default: padding zeros count in the divisor

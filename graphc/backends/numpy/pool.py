@@ -8,8 +8,7 @@ Training uses max_pool2d_with_indices: the forward also records, per output, whi
 indices: h * W + w within the image plane, the FIRST maximum in row-major window order on ties), so the
 backward is a single scatter of the gradient, not a second search of every window. The winner is tracked
 branch-free: at offset k, hit = (x_k > running max) and the winning offset is max(previous, hit * k),
-because offsets are visited in increasing order. max_pool2d_grad (backward from the input alone) stays
-for graphs saved before the indices existed.
+because offsets are visited in increasing order.
 """
 from __future__ import annotations
 
@@ -19,48 +18,6 @@ from .conv import _clip, _cn, _out_hw
 from .registry import kernel
 
 _ONE = (1, 1)
-
-
-def _phase_split(xc: np.ndarray, stride) -> dict[tuple[int, int], np.ndarray]:
-    """A (C, N, H, W) array as its stride phases: (p, q) -> the contiguous copy of xc[:, :, p::sh, q::sw].
-    Every kernel offset of a strided window then reads one phase at a shift, with unit stride."""
-    return {(p, q): np.ascontiguousarray(xc[:, :, p::stride[0], q::stride[1]])
-            for p in range(stride[0]) for q in range(stride[1])}
-
-
-def _phase_clip(i: int, s: int, pad: int, n_phase: int, n_out: int) -> tuple[int, slice, slice]:
-    """Kernel offset i reads input row r*s + i - pad = phase (i - pad) % s, row r + (i - pad) // s of that
-    phase: -> (phase, output rows, phase rows), the rows clipped to the image."""
-    q = i - pad
-    off = q // s
-    r0, r1 = max(0, -off), min(n_out, n_phase - off)
-    r1 = max(r0, r1)
-    return q % s, slice(r0, r1), slice(r0 + off, r1 + off)
-
-
-def _pool_windows(xc: np.ndarray, kernel_size, stride, padding, out_hw):
-    """(phases of xc, [(output slice, phase key, phase slice) per kernel offset in row-major order])."""
-    ph = _phase_split(xc, stride) if stride != (1, 1) else {(0, 0): xc}
-    offsets = []
-    for i in range(kernel_size[0]):
-        for j in range(kernel_size[1]):
-            p, ro, ri = _phase_clip(i, stride[0], padding[0], -(-(xc.shape[2] - (i - padding[0]) % stride[0])
-                                                                  // stride[0]), out_hw[0])
-            q, co, ci = _phase_clip(j, stride[1], padding[1], -(-(xc.shape[3] - (j - padding[1]) % stride[1])
-                                                                  // stride[1]), out_hw[1])
-            offsets.append(((slice(None), slice(None), ro, co), (p, q), (slice(None), slice(None), ri, ci)))
-    return ph, offsets
-
-
-def _pool_max(ph, offsets, shape) -> np.ndarray:
-    """Running maximum over the kernel offsets: (C, N, Ho, Wo). Padding never wins (it is -inf in torch), so
-    each offset only visits the outputs whose input lies inside the image."""
-    some = next(iter(ph.values()))
-    out = np.full(shape, -np.inf, dtype=some.dtype)
-    for so, key, si in offsets:
-        dst = out[so]
-        np.maximum(dst, ph[key][si], out=dst)
-    return out
 
 
 def _lowest(dtype: np.dtype):
@@ -187,44 +144,6 @@ def max_pool2d_indices_grad(g, indices, *, input_hw, kernel_size, stride, paddin
     else:
         dx = np.bincount(flat.ravel(), weights=gc.ravel(), minlength=size).astype(g.dtype, copy=False)
     return dx.reshape(c, n, h, w).transpose(1, 0, 2, 3)
-
-
-@kernel("max_pool2d_grad")
-def max_pool2d_grad(g, x, *, input_hw, kernel_size, stride, padding):
-    """Each output's gradient goes to the FIRST maximum of its window in row-major order (torch's and
-    XLA's choice on ties): kernel offsets are visited in that order, and an output whose maximum was
-    found is marked taken. Per offset: a few branch-free passes over output-sized arrays (the gradient
-    is selected bitwise, as in the where kernel: a masked copy would branch per element), no scatter-add.
-    A strided window works on the stride phases of the input, so every pass has unit stride; the phases of
-    the gradient are interleaved back at the end."""
-    n, c, ho, wo = g.shape
-    h, w = input_hw
-    gc = np.ascontiguousarray(_cn(g))
-    bits = np.int32 if gc.dtype == np.float32 else np.int64
-    gbits = gc.view(bits)
-    ph, offsets = _pool_windows(_cn(x), kernel_size, stride, padding, (ho, wo))
-    m = _pool_max(ph, offsets, gc.shape)
-    dph = {k: np.zeros(v.shape, dtype=g.dtype) for k, v in ph.items()}
-    taken = np.zeros(m.shape, dtype=bool)
-    hit = np.empty(m.shape, dtype=bool)
-    mask = np.empty(m.shape, dtype=bits)
-    part = np.empty(m.shape, dtype=bits)
-    for so, key, si in offsets:
-        hs, ts, ms, ps = hit[so], taken[so], mask[so], part[so]
-        np.equal(ph[key][si], m[so], out=hs)
-        np.greater(hs, ts, out=hs)  # equal, and not taken by an earlier offset
-        np.logical_or(ts, hs, out=ts)
-        np.subtract(0, hs, out=ms, dtype=bits)
-        np.bitwise_and(gbits[so], ms, out=ps)
-        dst = dph[key][si]
-        np.add(dst, ps.view(g.dtype), out=dst)
-    if stride == (1, 1):
-        dx = dph[(0, 0)]
-    else:
-        dx = np.empty((c, n, h, w), dtype=g.dtype)
-        for (p, q), d in dph.items():
-            dx[:, :, p::stride[0], q::stride[1]] = d
-    return dx.transpose(1, 0, 2, 3)
 
 
 @kernel("avg_pool2d")
