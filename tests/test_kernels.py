@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from graphc.backends.numpy import KERNELS
-from graphc.backends.numpy.conv import _clip
+from graphc.backends.numpy.conv import _clip, _input_grad_flat
 from graphc.backends.numpy.elementwise import clamp, relu, rsqrt, where
+
+try:
+    from graphc.backends.jax import run_op_jax
+except ImportError:  # the jax comparisons skip
+    run_op_jax = None
 
 # ---- references: loops over output positions in float64, the definitions themselves ------------------
 
@@ -109,6 +114,22 @@ def test_conv2d_and_gradients_match_the_reference(case, layout):
     assert dx.shape == xs and dw.shape == ws
 
 
+@pytest.mark.parametrize("padding,dilation", [((0, 0), (1, 1)), ((1, 2), (2, 1)), ((2, 0), (1, 3))])
+def test_flat_col2im_input_grad_matches_the_reference(padding, dilation):
+    """The contiguous-shift col2im (taken for thin stride-1 gradients on large images) on small cases,
+    called directly so that padding and dilation are covered whatever the dispatch thresholds pick."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 2, 6, 7)), rng.standard_normal((3, 2, 3, 3))
+    a = {"stride": (1, 1), "padding": padding, "dilation": dilation, "groups": 1}
+    y = ref_conv2d(x, w, **a)
+    g = rng.standard_normal(y.shape)
+    rdx, _ = ref_conv_grads(x, w, g, **a)
+    for lay in (lambda t: t, cnhw):
+        dx = _input_grad_flat(lay(g), w, (6, 7), padding, dilation)
+        np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-10)
+        assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
 def test_kernels_keep_float32_and_own_their_gradients():
     rng = np.random.default_rng(0)
     x = cnhw(rng.standard_normal((4, 8, 10, 10)).astype(np.float32))
@@ -123,8 +144,9 @@ def test_kernels_keep_float32_and_own_their_gradients():
     p = {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)}
     for op, args in [("max_pool2d", (x,)), ("avg_pool2d", (x,))]:
         assert KERNELS[op](*args, **p).dtype == np.float32
-    g = KERNELS["max_pool2d"](x, **p)
-    assert KERNELS["max_pool2d_grad"](g, x, input_hw=(10, 10), **p).dtype == np.float32
+    g, idx = KERNELS["max_pool2d_with_indices"](x, **p)
+    assert g.dtype == np.float32 and idx.dtype == np.int64
+    assert KERNELS["max_pool2d_indices_grad"](g, idx, input_hw=(10, 10), **p).dtype == np.float32
     assert KERNELS["avg_pool2d_grad"](g, input_hw=(10, 10), **p).dtype == np.float32
 
 
@@ -150,7 +172,12 @@ def test_pooling_matches_the_reference(case, ties, layout):
     for idx in np.ndindex(*want.shape):
         r, q = arg[idx]
         dx[idx[0], idx[1], r, q] += g[idx]
-    np.testing.assert_allclose(KERNELS["max_pool2d_grad"](g, x, input_hw=xs[2:], **a), dx, rtol=1e-6, atol=1e-6)
+    out, idx = KERNELS["max_pool2d_with_indices"](x, **a)
+    np.testing.assert_array_equal(out, want.astype(np.float32))
+    np.testing.assert_array_equal(idx, arg[..., 0] * xs[3] + arg[..., 1])
+    assert idx.dtype == np.int64
+    np.testing.assert_allclose(KERNELS["max_pool2d_indices_grad"](g, idx, input_hw=xs[2:], **a), dx,
+                               rtol=1e-6, atol=1e-6)
     # average pooling (count_include_pad): a convolution with a constant kernel per channel
     c = xs[1]
     box = np.zeros((c, c, *k))
@@ -242,8 +269,30 @@ def test_max_pool_with_ties_matches_torch(case):
     ty.backward(torch.tensor(g))
     a = {"kernel_size": k, "stride": s, "padding": p}
     np.testing.assert_array_equal(KERNELS["max_pool2d"](cnhw(x), **a), ty.detach().numpy())
-    np.testing.assert_allclose(KERNELS["max_pool2d_grad"](cnhw(g), cnhw(x), input_hw=xs[2:], **a),
+    _, ti = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, return_indices=True)
+    out, idx = KERNELS["max_pool2d_with_indices"](cnhw(x), **a)
+    np.testing.assert_array_equal(out, ty.detach().numpy())
+    np.testing.assert_array_equal(idx, ti.numpy())
+    np.testing.assert_allclose(KERNELS["max_pool2d_indices_grad"](cnhw(g), idx, input_hw=xs[2:], **a),
                                tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.torch
+def test_max_pool_indices_match_torch_on_windows_of_minus_infinity():
+    """A window whose in-image inputs are all -inf: torch names its first in-image element, not padding."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6)).astype(np.float32)
+    x[:, :, :3, :3] = -np.inf
+    x[1, 2] = -np.inf
+    for k, s, p in [((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (0, 0)), ((3, 2), (1, 2), (1, 1))]:
+        to, ti = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, return_indices=True)
+        out, idx = KERNELS["max_pool2d_with_indices"](x, kernel_size=k, stride=s, padding=p)
+        np.testing.assert_array_equal(out, to.numpy())
+        np.testing.assert_array_equal(idx, ti.numpy())
+        if run_op_jax is not None:  # the jax lowering makes the same choice
+            jo, ji = run_op_jax("max_pool2d_with_indices", [x], {"kernel_size": k, "stride": s, "padding": p})
+            np.testing.assert_array_equal(np.asarray(jo), to.numpy())
+            np.testing.assert_array_equal(np.asarray(ji), ti.numpy())
 
 
 class _FakeBlas:

@@ -248,3 +248,49 @@ def test_lenet_trains_on_a_fixed_batch():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.torch
+def test_lenet_compiled_sgd_steps_match_torch():
+    """The compiled LeNet training step records the max-pool winners in the forward and scatters to them
+    in the backward (max_pool2d_with_indices / max_pool2d_indices_grad); three SGD(momentum) steps on a
+    batch with many ReLU zeros (ties in every pooling window) follow torch's."""
+    torch = pytest.importorskip("torch")
+    gc.manual_seed(0)
+    gnet = gc.models.LeNet()
+    state = {k: torch.tensor(v.detach().numpy()) for k, v in gnet.state_dict().items()}  # same parameters
+    f = torch.nn.functional
+
+    def tforward(x):
+        x = f.max_pool2d(f.relu(f.conv2d(x, state["conv1.weight"], state["conv1.bias"])), 2)
+        x = f.max_pool2d(f.relu(f.conv2d(x, state["conv2.weight"], state["conv2.bias"])), 2).flatten(1)
+        x = f.relu(f.linear(x, state["fc1.weight"], state["fc1.bias"]))
+        return f.linear(f.relu(f.linear(x, state["fc2.weight"], state["fc2.bias"])), state["fc3.weight"],
+                        state["fc3.bias"])
+
+    for v in state.values():
+        v.requires_grad_(True)
+    gopt = optim.SGD(gnet.parameters(), lr=0.05, momentum=0.9)
+    topt = torch.optim.SGD(list(state.values()), lr=0.05, momentum=0.9)
+
+    def gstep(x, y):
+        gopt.zero_grad()
+        loss = nn.MSELoss()(gnet(x), y)
+        loss.backward()
+        gopt.step()
+        return loss
+
+    step = gc.compile(gstep)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((8, 1, 32, 32)).astype(np.float32) - 0.5, rng.random((8, 10), dtype=np.float32)
+    for _ in range(3):
+        gl = float(step(gc.tensor(x), gc.tensor(y)))
+        topt.zero_grad()
+        tl = torch.nn.functional.mse_loss(tforward(torch.tensor(x)), torch.tensor(y))
+        tl.backward()
+        topt.step()
+        assert gl == pytest.approx(tl.item(), rel=1e-4)
+    for k, p in gnet.state_dict().items():
+        np.testing.assert_allclose(p.numpy(), state[k].detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+    ops = {n.op for n in step.lower(gc.tensor(x), gc.tensor(y)).graph.nodes}
+    assert {"max_pool2d_with_indices", "max_pool2d_indices_grad"} <= ops and "max_pool2d" not in ops

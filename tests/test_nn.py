@@ -299,6 +299,28 @@ def test_pooling_matches_torch(name, args):
 
 
 @torch_mark
+@pytest.mark.parametrize("shape", [(2, 3, 7, 8), (3, 9, 6)])
+@pytest.mark.parametrize("grad", [True, False])
+def test_max_pool_return_indices_matches_torch(shape, grad):
+    """return_indices gives torch's int64 plane indices (also for an unbatched input); with or without a
+    gradient to take (which picks the op that records the winners), outputs and gradients agree."""
+    torch = pytest.importorskip("torch")
+    x = np.floor(np.random.default_rng(3).uniform(0, 3, shape)).astype(np.float32)  # ties
+    for module in (nn.MaxPool2d(3, 2, 1, return_indices=True), nn.MaxPool2d(2, return_indices=True)):
+        tmod = torch.nn.MaxPool2d(module.kernel_size, module.stride, module.padding, return_indices=True)
+        gx, tx = gc.tensor(x, requires_grad=grad), torch.tensor(x, requires_grad=grad)
+        (go, gi), (to, ti) = module(gx), tmod(tx)
+        np.testing.assert_array_equal(_np(go), to.detach().numpy())
+        assert gi.dtype == gc.int64
+        np.testing.assert_array_equal(gi.numpy(), ti.numpy())
+        if grad:
+            seed = np.random.default_rng(1).standard_normal(to.shape).astype(np.float32)
+            go.backward(gc.tensor(seed))
+            to.backward(torch.tensor(seed))
+            np.testing.assert_allclose(gx.grad.numpy(), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@torch_mark
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm2d_outputs_grads_and_running_stats_match_torch(training):
     torch = pytest.importorskip("torch")

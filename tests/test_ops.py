@@ -172,6 +172,8 @@ def test_vjp_matches_finite_differences(name, i):
 _TIES = {  # integer-valued floats: ties everywhere, where kernels must pick like torch and JAX
     "max_pool2d": Sample([np.floor(_rng("ties").uniform(0, 3, (2, 2, 6, 5)))],
                          {"kernel_size": (3, 3), "stride": (2, 1), "padding": (1, 1)}),
+    "max_pool2d_with_indices": Sample([np.floor(_rng("ties").uniform(0, 3, (2, 2, 6, 5)))],
+                                      {"kernel_size": (3, 3), "stride": (2, 1), "padding": (1, 1)}),
     "amax": Sample([np.floor(_rng("ties").uniform(0, 3, (3, 5)))], {"axes": (1,), "keepdim": False}),
     "amin": Sample([np.floor(_rng("ties").uniform(0, 3, (3, 5)))], {"axes": (0, 1), "keepdim": True}),
     "max_dim": Sample([np.floor(_rng("ties").uniform(0, 3, (3, 5)))], {"axis": 1, "keepdim": False}),
@@ -180,9 +182,6 @@ _TIES = {  # integer-valued floats: ties everywhere, where kernels must pick lik
     "minimum": Sample([np.floor(_rng("a").uniform(0, 3, (3, 5))), np.floor(_rng("b").uniform(0, 3, (5,)))]),
     "argmax": Sample([np.floor(_rng("ties").uniform(0, 3, (3, 5)))], {"axis": 1, "keepdim": False}),
     "relu": Sample([np.floor(_rng("ties").uniform(-2, 2, (3, 5)))]),  # exact zeros: the kink
-    "max_pool2d_grad": Sample([_rng("g").standard_normal((2, 2, 3, 5)),
-                               np.floor(_rng("ties").uniform(0, 3, (2, 2, 6, 5)))],
-                              {"kernel_size": (3, 3), "stride": (2, 1), "padding": (1, 1), "input_hw": (6, 5)}),
 }
 TIE_CASES = [pytest.param(name, id=f"{name}-ties") for name in _TIES]
 
@@ -297,24 +296,32 @@ def test_ties_match_jax(jax64, name):
         _check_vjp_vs_jax(key, name, s, grads, rtol=1e-12, atol=1e-12)
 
 
-def test_max_pool2d_grad_routes_to_the_first_max():
-    """torch's rule: in a window of equal values the first one (row-major) takes the whole gradient."""
+def test_max_pool2d_gradient_routes_to_the_first_max():
+    """torch's rule: in a window of equal values the first one (row-major) takes the whole gradient, whether
+    the winners were recorded by the forward (max_pool2d_with_indices) or found by a bare max_pool2d's VJP."""
     x = np.zeros((1, 1, 4, 4))
     x[0, 0, 3, 3] = -1.0
     g = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
-    attrs = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0), "input_hw": (4, 4)}
+
+    def grads(g, attrs):
+        hw = {"input_hw": (4, 4)}
+        _, idx = apply("max_pool2d_with_indices", [gc.Tensor(x)], attrs)
+        recorded = apply("max_pool2d_indices_grad", [gc.Tensor(g), idx], {**attrs, **hw}).numpy()
+        t = gc.Tensor(x, requires_grad=True)
+        (bare,) = gc.autograd.grad(apply("max_pool2d", [t], attrs), [t], grad_outputs=gc.Tensor(g))
+        return recorded, bare.numpy()
+
     want = np.zeros((1, 1, 4, 4))
     want[0, 0, ::2, ::2] = g[0, 0]
-    got = apply("max_pool2d_grad", [gc.Tensor(g), gc.Tensor(x)], attrs).numpy()
-    np.testing.assert_array_equal(got, want)
+    for got in grads(g, {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}):
+        np.testing.assert_array_equal(got, want)
     # overlapping windows with padding: padding never wins, every window still routes to its first max
-    attrs = {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1), "input_hw": (4, 4)}
-    got = apply("max_pool2d_grad", [gc.Tensor(np.ones((1, 1, 4, 4))), gc.Tensor(x)], attrs).numpy()
     first = np.zeros((4, 4))
     for i in range(4):
         for j in range(4):
             first[max(i - 1, 0), max(j - 1, 0)] += 1
-    np.testing.assert_array_equal(got[0, 0], first)
+    for got in grads(np.ones((1, 1, 4, 4)), {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1)}):
+        np.testing.assert_array_equal(got[0, 0], first)
 
 
 # ---- random ops --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ..autograd import no_grad
+from ..autograd import is_grad_enabled, no_grad
 from ..dispatch import apply
 from ..errors import guard_functions
 from ..factories import arange, rand_like
@@ -116,10 +116,22 @@ def _batched(fn: Any, input: Tensor, **attrs: Any) -> Tensor:
 
 
 def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False, return_indices: bool = False) -> Tensor:
-    if _pair(dilation) != (1, 1) or ceil_mode or return_indices:
-        raise NotImplementedError("max_pool2d supports dilation=1, ceil_mode=False, return_indices=False")
-    return _batched("max_pool2d", input, **_pool_attrs(kernel_size, stride, padding))
+               ceil_mode: bool = False, return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """Max pooling; with return_indices, also torch's int64 index (h * W + w in the plane) of each maximum.
+
+    When a gradient will be needed the indices are computed anyway (as torch does): the backward then
+    scatters to them instead of searching every window again."""
+    if _pair(dilation) != (1, 1) or ceil_mode:
+        raise NotImplementedError("max_pool2d supports dilation=1 and ceil_mode=False")
+    attrs = _pool_attrs(kernel_size, stride, padding)
+    if not (return_indices or (is_grad_enabled() and input.requires_grad)):
+        return _batched("max_pool2d", input, **attrs)
+    if input.ndim == 3:
+        out, idx = apply("max_pool2d_with_indices", (input.unsqueeze(0),), attrs)
+        out, idx = out.squeeze(0), idx.squeeze(0)
+    else:
+        out, idx = apply("max_pool2d_with_indices", (input,), attrs)
+    return (out, idx) if return_indices else out
 
 
 def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,

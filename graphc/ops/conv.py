@@ -1,4 +1,4 @@
-"""conv2d with its two gradients, and 2-d pooling. Attrs are (h, w) pairs."""
+"""conv2d with its two gradients (pooling lives in pool.py). Attrs are (h, w) pairs."""
 from __future__ import annotations
 
 from ..ir.types import TensorType
@@ -97,60 +97,6 @@ def _(ctx, v):
         ctx.call("conv2d_input_grad", g, v, input_hw=tuple(x.shape[2:]), **a) if ctx.needs[0] else None,
         ctx.call("conv2d", x, v, **a) if ctx.needs[1] else None,
     )
-
-
-# ---- pooling ------------------------------------------------------------------------------------------
-
-def _pool(x: TensorType, *, kernel_size, stride, padding, **_) -> TensorType:
-    if x.ndim != 4:
-        raise ShapeError(f"pooling expects a 4-d input (N, C, H, W), got {fmt(x.shape)}")
-    if padding[0] * 2 > kernel_size[0] or padding[1] * 2 > kernel_size[1]:
-        raise ShapeError(f"pad should be at most half of effective kernel size, but got pad={padding} and "
-                         f"kernel_size={kernel_size}")
-    ho = out_size(x.shape[2], kernel_size[0], stride[0], padding[0])
-    wo = out_size(x.shape[3], kernel_size[1], stride[1], padding[1])
-    if ho <= 0 or wo <= 0:
-        raise ShapeError(f"pooling: input {fmt(x.shape)} is too small for kernel {kernel_size}: output {ho}x{wo}")
-    return TensorType(x.shape[:2] + (ho, wo), x.dtype)
-
-
-def _pool_grad(g: TensorType, *rest: TensorType, input_hw, **_) -> TensorType:
-    return TensorType(g.shape[:2] + tuple(input_hw), g.dtype)
-
-
-_P1 = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}
-_P2 = {"kernel_size": (3, 3), "stride": (2, 1), "padding": (1, 1)}
-defop("max_pool2d", _pool, kind="opaque", samples=lambda rng: [
-    Sample([randn(rng, 2, 3, 6, 6)], _P1), Sample([randn(rng, 1, 2, 5, 4)], _P2)])
-defop("max_pool2d_grad", _pool_grad, kind="opaque",
-      nondiff="second derivative of max pooling is not implemented",
-      samples=lambda rng: [Sample([randn(rng, 2, 3, 3, 3), randn(rng, 2, 3, 6, 6)], {**_P1, "input_hw": (6, 6)})])
-defop("avg_pool2d", _pool, kind="opaque", samples=lambda rng: [
-    Sample([randn(rng, 2, 3, 6, 6)], _P1), Sample([randn(rng, 1, 2, 5, 4)], _P2)])
-defop("avg_pool2d_grad", _pool_grad, kind="opaque", samples=lambda rng: [
-    Sample([randn(rng, 2, 3, 3, 3)], {**_P1, "input_hw": (6, 6)}),
-    Sample([randn(rng, 1, 2, 3, 4)], {**_P2, "input_hw": (5, 4)})])
-
-
-def _pool_attrs(attrs: dict) -> dict:
-    return {k: attrs[k] for k in ("kernel_size", "stride", "padding")}
-
-
-@vjp_of("max_pool2d")
-def _(ctx, g):
-    x = ctx.inputs[0]
-    return (ctx.call("max_pool2d_grad", g, x, input_hw=tuple(x.shape[2:]), **_pool_attrs(ctx.attrs)),)
-
-
-@vjp_of("avg_pool2d")
-def _(ctx, g):
-    x = ctx.inputs[0]
-    return (ctx.call("avg_pool2d_grad", g, input_hw=tuple(x.shape[2:]), **_pool_attrs(ctx.attrs)),)
-
-
-@vjp_of("avg_pool2d_grad")
-def _(ctx, z):
-    return (ctx.call("avg_pool2d", z, **_pool_attrs(ctx.attrs)),)
 
 
 def _conv_flops(ins, outs, attrs) -> int:

@@ -2,7 +2,7 @@
 
 This package imports jax; nothing in graphc's core imports it, so graphc runs without jax.
 """
-from . import conv, elementwise, misc, reduce, shape  # noqa: F401  (fill LOWERINGS)
+from . import conv, elementwise, misc, pool, reduce, shape  # noqa: F401  (fill LOWERINGS)
 from .lowering import LOWERINGS, PRECISION, lowering, run_op_jax
 
 __all__ = ["LOWERINGS", "PRECISION", "lowering", "run_op_jax"]

@@ -1,4 +1,4 @@
-"""JAX lowerings of convolution and pooling (NCHW, attrs as (h, w) pairs).
+"""JAX lowerings of convolution and its gradients (NCHW, attrs as (h, w) pairs; pooling is in pool.py).
 
 The two convolution gradients are the transposes of conv2d as a linear map of its input or
 of its weight (jax.linear_transpose), so XLA sees the same transposed convolutions that
@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -67,46 +66,3 @@ def conv2d_weight_grad(x: jax.Array, g: jax.Array, *, kernel_size: Pair, stride:
     w_type = jax.ShapeDtypeStruct((g.shape[1], x.shape[1] // groups, *kernel_size), g.dtype)
     fwd = lambda w: conv2d(x_fit, w, stride=stride, padding=(0, 0), dilation=dilation, groups=groups)
     return jax.linear_transpose(fwd, w_type)(g)[0]
-
-
-def _window(kernel_size: Pair, stride: Pair, padding: Pair) -> dict:
-    return {"window_dimensions": (1, 1, *kernel_size), "window_strides": (1, 1, *stride),
-            "padding": [(0, 0), (0, 0), *_pads(padding)]}
-
-
-# Init values are numpy constants, not jnp arrays: under jit a jnp constant is a tracer, and lax.reduce_window
-# then emits a generic reduction that JAX cannot differentiate instead of reduce_window_max / _sum.
-
-def _lowest(dtype: np.dtype) -> np.ndarray:
-    if np.issubdtype(dtype, np.floating):
-        return np.array(-np.inf, dtype)
-    return np.array(np.iinfo(dtype).min, dtype)
-
-
-@lowering("max_pool2d")
-def max_pool2d(x: jax.Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> jax.Array:
-    # padding never wins a max: it is -inf
-    return lax.reduce_window(x, _lowest(x.dtype), lax.max, **_window(kernel_size, stride, padding))
-
-
-@lowering("max_pool2d_grad")
-def max_pool2d_grad(g: jax.Array, x: jax.Array, *, input_hw: Pair, kernel_size: Pair, stride: Pair,
-                    padding: Pair) -> jax.Array:
-    # JAX differentiates a max window by select-and-scatter with `>=`: the first max of each window
-    # gets the whole gradient, as in torch
-    _, pull = jax.vjp(lambda v: max_pool2d(v, kernel_size=kernel_size, stride=stride, padding=padding), x)
-    return pull(g)[0]
-
-
-@lowering("avg_pool2d")
-def avg_pool2d(x: jax.Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> jax.Array:
-    # count_include_pad=True, torch's default: padding zeros count in the divisor
-    s = lax.reduce_window(x, np.zeros((), x.dtype), lax.add, **_window(kernel_size, stride, padding))
-    return s / jnp.asarray(kernel_size[0] * kernel_size[1], x.dtype)
-
-
-@lowering("avg_pool2d_grad")
-def avg_pool2d_grad(g: jax.Array, *, input_hw: Pair, kernel_size: Pair, stride: Pair, padding: Pair) -> jax.Array:
-    x_type = jax.ShapeDtypeStruct((*g.shape[:2], *input_hw), g.dtype)
-    fwd = lambda x: avg_pool2d(x, kernel_size=kernel_size, stride=stride, padding=padding)
-    return jax.linear_transpose(fwd, x_type)(g)[0]

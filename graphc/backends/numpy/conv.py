@@ -1,4 +1,4 @@
-"""numpy kernels for convolution and pooling.
+"""numpy kernels for convolution and its two gradients (pooling lives in pool.py).
 
 Layout: every 4-d array these kernels return is a (N, C, H, W) *view* of memory laid out as
 (C, N, H, W) ("CNHW"). numpy ufuncs keep the memory order of their inputs, so once the first
@@ -14,9 +14,8 @@ turns into 16 thin GEMMs or a transpose copy per conv. For batch 1 the two layou
 The kernels accept any strides (a user's NCHW input works unchanged); only speed depends on it.
 
 The input gradient of a stride-1 convolution is a convolution of the gradient with the flipped
-kernel; other strides sum kernel-offset slices (col2im without a scatter-add). Pooling takes a
-running maximum over kernel offsets, each visiting only the outputs whose input lies inside the
-image. Python loops run over kernel offsets (k*k), never over pixels or images.
+kernel; other strides sum kernel-offset slices (col2im without a scatter-add). Python loops run
+over kernel offsets (k*k), never over pixels or images.
 """
 from __future__ import annotations
 
@@ -153,6 +152,9 @@ def conv2d_input_grad(g, w, *, input_hw, stride, padding, dilation, groups):
         # where copying the flipped weights outweighs the activations.
         return conv2d(g, w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), stride=stride, padding=full, dilation=dilation,
                       groups=1)
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    if stride == (1, 1) and groups == 1 and o <= 32 and hp * wp <= 1.5 * ho * wo:
+        return _input_grad_flat(g, w, input_hw, padding, dilation)
     wm = w.reshape(o, cg * kh * kw)
     gm = _rows(g)
     if groups == 1:
@@ -173,129 +175,26 @@ def conv2d_input_grad(g, w, *, input_hw, stride, padding, dilation, groups):
     return dx.transpose(1, 0, 2, 3)
 
 
-# ---- pooling ----------------------------------------------------------------------------------------
+def _input_grad_flat(g: np.ndarray, w: np.ndarray, input_hw, padding, dilation) -> np.ndarray:
+    """col2im with contiguous adds, for stride 1 and few output channels (a thin, memory-bound GEMM).
 
-_ONE = (1, 1)
-
-
-def _phase_split(xc: np.ndarray, stride) -> dict[tuple[int, int], np.ndarray]:
-    """A (C, N, H, W) array as its stride phases: (p, q) -> the contiguous copy of xc[:, :, p::sh, q::sw].
-    Every kernel offset of a strided window then reads one phase at a shift, with unit stride."""
-    return {(p, q): np.ascontiguousarray(xc[:, :, p::stride[0], q::stride[1]])
-            for p in range(stride[0]) for q in range(stride[1])}
-
-
-def _phase_clip(i: int, s: int, pad: int, n_phase: int, n_out: int) -> tuple[int, slice, slice]:
-    """Kernel offset i reads input row r*s + i - pad = phase (i - pad) % s, row r + (i - pad) // s of that
-    phase: -> (phase, output rows, phase rows), the rows clipped to the image."""
-    q = i - pad
-    off = q // s
-    r0, r1 = max(0, -off), min(n_out, n_phase - off)
-    r1 = max(r0, r1)
-    return q % s, slice(r0, r1), slice(r0 + off, r1 + off)
-
-
-def _pool_windows(xc: np.ndarray, kernel_size, stride, padding, out_hw):
-    """(phases of xc, [(output slice, phase key, phase slice) per kernel offset in row-major order])."""
-    ph = _phase_split(xc, stride) if stride != (1, 1) else {(0, 0): xc}
-    offsets = []
-    for i in range(kernel_size[0]):
-        for j in range(kernel_size[1]):
-            p, ro, ri = _phase_clip(i, stride[0], padding[0], -(-(xc.shape[2] - (i - padding[0]) % stride[0])
-                                                                  // stride[0]), out_hw[0])
-            q, co, ci = _phase_clip(j, stride[1], padding[1], -(-(xc.shape[3] - (j - padding[1]) % stride[1])
-                                                                  // stride[1]), out_hw[1])
-            offsets.append(((slice(None), slice(None), ro, co), (p, q), (slice(None), slice(None), ri, ci)))
-    return ph, offsets
-
-
-def _pool_max(ph, offsets, shape) -> np.ndarray:
-    """Running maximum over the kernel offsets: (C, N, Ho, Wo). Padding never wins (it is -inf in torch), so
-    each offset only visits the outputs whose input lies inside the image."""
-    some = next(iter(ph.values()))
-    out = np.full(shape, -np.inf, dtype=some.dtype)
-    for so, key, si in offsets:
-        dst = out[so]
-        np.maximum(dst, ph[key][si], out=dst)
-    return out
-
-
-@kernel("max_pool2d")
-def max_pool2d(x, *, kernel_size, stride, padding):
-    ho, wo = _out_hw(x.shape[2:], kernel_size, stride, padding, _ONE)
-    ph, offsets = _pool_windows(_cn(x), kernel_size, stride, padding, (ho, wo))
-    return _pool_max(ph, offsets, (x.shape[1], x.shape[0], ho, wo)).transpose(1, 0, 2, 3)
-
-
-@kernel("max_pool2d_grad")
-def max_pool2d_grad(g, x, *, input_hw, kernel_size, stride, padding):
-    """Each output's gradient goes to the FIRST maximum of its window in row-major order (torch's and
-    XLA's choice on ties): kernel offsets are visited in that order, and an output whose maximum was
-    found is marked taken. Per offset: a few branch-free passes over output-sized arrays (the gradient
-    is selected bitwise, as in the where kernel: a masked copy would branch per element), no scatter-add.
-    A strided window works on the stride phases of the input, so every pass has unit stride; the phases of
-    the gradient are interleaved back at the end."""
-    n, c, ho, wo = g.shape
-    h, w = input_hw
-    gc = np.ascontiguousarray(_cn(g))
-    bits = np.int32 if gc.dtype == np.float32 else np.int64
-    gbits = gc.view(bits)
-    ph, offsets = _pool_windows(_cn(x), kernel_size, stride, padding, (ho, wo))
-    m = _pool_max(ph, offsets, gc.shape)
-    dph = {k: np.zeros(v.shape, dtype=g.dtype) for k, v in ph.items()}
-    taken = np.zeros(m.shape, dtype=bool)
-    hit = np.empty(m.shape, dtype=bool)
-    mask = np.empty(m.shape, dtype=bits)
-    part = np.empty(m.shape, dtype=bits)
-    for so, key, si in offsets:
-        hs, ts, ms, ps = hit[so], taken[so], mask[so], part[so]
-        np.equal(ph[key][si], m[so], out=hs)
-        np.greater(hs, ts, out=hs)  # equal, and not taken by an earlier offset
-        np.logical_or(ts, hs, out=ts)
-        np.subtract(0, hs, out=ms, dtype=bits)
-        np.bitwise_and(gbits[so], ms, out=ps)
-        dst = dph[key][si]
-        np.add(dst, ps.view(g.dtype), out=dst)
-    if stride == (1, 1):
-        dx = dph[(0, 0)]
-    else:
-        dx = np.empty((c, n, h, w), dtype=g.dtype)
-        for (p, q), d in dph.items():
-            dx[:, :, p::stride[0], q::stride[1]] = d
-    return dx.transpose(1, 0, 2, 3)
-
-
-@kernel("avg_pool2d")
-def avg_pool2d(x, *, kernel_size, stride, padding):
-    # count_include_pad=True, torch's default: padding zeros count in the divisor
-    ho, wo = _out_hw(x.shape[2:], kernel_size, stride, padding, _ONE)
-    h, w = x.shape[2:]
-    if padding == (0, 0) and kernel_size == stride == (h, w):  # global pooling (ResNet's head)
-        return np.sum(x, axis=(2, 3), keepdims=True) / x.dtype.type(h * w)
-    xc = _cn(x)
-    out = np.zeros(xc.shape[:2] + (ho, wo), dtype=x.dtype)
-    for i in range(kernel_size[0]):
-        ro, ri = _clip(i, stride[0], padding[0], 1, h, ho)
-        for j in range(kernel_size[1]):
-            co, ci = _clip(j, stride[1], padding[1], 1, w, wo)
-            out[:, :, ro, co] += xc[:, :, ri, ci]
-    out /= x.dtype.type(kernel_size[0] * kernel_size[1])
-    return out.transpose(1, 0, 2, 3)
-
-
-@kernel("avg_pool2d_grad")
-def avg_pool2d_grad(g, *, input_hw, kernel_size, stride, padding):
-    n, c, ho, wo = g.shape
-    kh, kw = kernel_size
-    h, w = input_hw
-    share = _cn(g) / g.dtype.type(kh * kw)
-    dx = np.zeros((c, n, h, w), dtype=g.dtype)
-    if padding == (0, 0) and kernel_size == stride == (h, w):  # global pooling
-        dx[...] = share
-        return dx.transpose(1, 0, 2, 3)
+    The gradient is embedded (zero-filled) in the padded input's (Hp, Wp) grid, so output position
+    (r, q) sits at flat index r*Wp + q of its image and kernel offset (i, j) adds to flat index + i*d*Wp + j*d:
+    every offset's contribution is ONE contiguous shifted slice over all images, instead of a strided add
+    with rows of Wo elements. Positions never stray into the next row or image (r + i*d < Hp, q + j*d < Wp),
+    and the embedded zeros add nothing. Costs (Hp*Wp)/(Ho*Wo) more GEMM columns: callers keep that small."""
+    n, o, ho, wo = g.shape
+    _, c, kh, kw = w.shape
+    h, wd = input_hw
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    size = n * hp * wp
+    ge = np.zeros((o, n, hp, wp), dtype=g.dtype)
+    ge[:, :, :ho, :wo] = _cn(g)
+    dcols = (w.reshape(o, -1).T @ ge.reshape(o, size)).reshape(c, kh * kw, size)
+    dxp = np.zeros((c, size), dtype=dcols.dtype)
     for i in range(kh):
-        ro, ri = _clip(i, stride[0], padding[0], 1, h, ho)
         for j in range(kw):
-            co, ci = _clip(j, stride[1], padding[1], 1, w, wo)
-            dx[:, :, ri, ci] += share[:, :, ro, co]
-    return dx.transpose(1, 0, 2, 3)
+            s = i * dilation[0] * wp + j * dilation[1]
+            dxp[:, s:] += dcols[:, i * kw + j, :size - s]
+    dx = dxp.reshape(c, n, hp, wp)[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + wd]
+    return np.ascontiguousarray(dx).transpose(1, 0, 2, 3)
