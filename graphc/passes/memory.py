@@ -109,10 +109,13 @@ def _scratch_bytes(node: Node) -> int:
         g, w = node.inputs[0].type, node.inputs[1].type
         cols = w.shape[1] * a["groups"] * w.shape[2] * w.shape[3] * g.shape[0] * g.shape[2] * g.shape[3]
         return cols * g.dtype.itemsize + node.outputs[0].type.nbytes
-    if op in ("max_pool2d", "max_pool2d_grad"):
-        x = node.inputs[-1].type
-        extra = 0 if op == "max_pool2d" else x.numel * 8 + node.inputs[0].type.numel * 16  # float64 sums, indices
-        return x.nbytes + extra
+    if op in ("max_pool2d", "max_pool2d_with_indices"):  # the padded input split into stride phases
+        extra = 3 * node.outputs[0].type.numel if op == "max_pool2d_with_indices" else 0  # winner bookkeeping
+        return node.inputs[0].type.nbytes + extra
+    if op == "max_pool2d_indices_grad":  # flat int64 indices; overlapping windows sum in float64 (bincount)
+        g = node.inputs[0].type
+        overlap = any(s < k for s, k in zip(a["stride"], a["kernel_size"]))
+        return g.numel * 8 + (node.outputs[0].type.numel * 8 if overlap else 0)
     return 0
 
 
