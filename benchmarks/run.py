@@ -195,7 +195,8 @@ def report(built: list[Workload], med: dict, engines: list[str]) -> list[str]:
         ok = "" if not (g and t and target) else (" met" if g / t <= target else " MISSED")
         jax_ratio = "-" if not (gj and j) else f"{gj / j:.2f}x " + ("met" if gj / j <= JAX_TARGET else "MISSED")
         lines.append(f"| {w.name} | " + " | ".join(_fmt_ms(med.get((w.name, e))) for e in cols)
-                     + f" | {ratio} | <= {target}x{ok} | {f'{g / j:.2f}x' if g and j else '-'} | {jax_ratio} |")
+                     + f" | {ratio} | {f'<= {target}x{ok}' if target else '-'} | {f'{g / j:.2f}x' if g and j else '-'} "
+                     f"| {jax_ratio} |")
     firsts = [w for w in built if w.first_call]
     if firsts:
         lines += ["", "first call, seconds (graphc: trace + passes + codegen/XLA compile + one step; "
