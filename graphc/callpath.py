@@ -92,7 +92,7 @@ def run_generated(fn: Callable, graph: Graph, arrays: list[Any]) -> tuple:
     """Run generated code; under gc.detect_anomaly() interpret the graph instead, checking every node's output
     for NaN/Inf and naming its op, phase and user line (as eager mode does)."""
     if state.anomaly:
-        return run_checked(graph, arrays)
+        return run_checked(graph, [np.asarray(a) for a in arrays])  # device arrays too: numpy interprets
     return quietly(fn, arrays)  # log(-1) is nan without a warning, as in eager mode and torch
 
 

@@ -283,17 +283,20 @@ class Executable:
                 if p is not None:
                     p.compile()
             self._fn, self._bwd = progs
+            self._device = True  # outputs stay on the device (JaxProgram.run), held by tensors (Tensor._on_device)
             self.source = "\n".join(p.source for p in progs if p is not None)
         else:
             from .backends.numpy.codegen import generate
             from .passes.memory import plan_memory
 
+            self._device = False
             plan = plan_memory(graph, donated=donations(self.inputs, self.outputs))
             self._donated = [j for j, v in enumerate(graph.inputs) if any(src is v for src in plan.out.values())]
             self.source, self._fn = generate(graph, "forward" if backward is not None else "step", plan=plan)
             if backward is not None:
                 bsrc, self._bwd = generate(backward, "backward")
                 self.source += "\n" + bsrc
+        self._out_dtypes = [v.type.dtype for v in graph.outputs]
         if backward is not None:
             self._cotangents = cotangents
             self._op = OpDef(f"compiled_{graph.name}", lambda *a, **k: None, kind="opaque",
@@ -324,18 +327,20 @@ class Executable:
         return leaves
 
     def _gather(self, leaves: list[Any]) -> list[Any]:
+        # the jax backend takes a tensor's device array where it has one (state left there by the last step)
+        value = Tensor._device_value if self._device else _host_value
         arrays = []
         for s in self.inputs:
             if s.kind == "arg":
-                arrays.append(leaves[s.ref]._data)
+                arrays.append(value(leaves[s.ref]))
             elif s.kind == "seed":
                 arrays.append(np.int64(factories._rng.integers(0, 2**62)))
             elif s.kind == "grad":
-                arrays.append(s.ref.grad._data)
+                arrays.append(value(s.ref.grad))
             elif s.kind == "hyper":
                 arrays.append(np.float64(s.ref()))
             else:
-                arrays.append(s.ref._data)
+                arrays.append(value(s.ref))
         if self._donated:
             _own_donated(arrays, self._donated)
         return arrays
@@ -343,16 +348,35 @@ class Executable:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves = self._leaves(args, kwargs)
         self._check_state_is_new()
-        outs = _run(self._fn, self.graph, self._gather(leaves))
+        arrays = self._gather(leaves)
+        device = self._device and not state.anomaly  # anomaly mode interprets the graph in numpy
+        outs = _run(self._fn.run if device else self._fn, self.graph, arrays)
         n_out = len(self.outputs)
         saved = outs[n_out:]
+        # every output is computed before anything is written back: a failing call changes nothing
+        results = self._keep_on_device(leaves, outs[:n_out]) if device else self._write_back(leaves, outs[:n_out])
+        if self._bwd is not None and state.grad_enabled:
+            result_pos = [i for i, o in enumerate(self.outputs) if o.kind == "result"]
+            diff_results = [results[result_pos.index(k)] for k in self._cotangents]
+            ins = [leaves[s.ref] if s.kind == "arg" else s.ref for s in (self.inputs[i] for i in self._wrt)]
+            every = [leaves[s.ref] if s.kind == "arg" else s.ref for s in self.inputs
+                     if s.kind in ("arg", "param", "buffer", "tensor", "state")]
+            # device-saved values share no memory with any tensor's numpy array: nothing to watch
+            watch = [] if device else watch_saved(every + results, saved)
+            GradFn.record(self._op, {"saved": saved, "watch": watch}, ins, diff_results)
+        it = iter(results)
+        return unflatten(self.out_tree, [next(it) if s is None else None if isinstance(s, dict) else s
+                                         for s in self.out_static])  # a dict: trace.STATIC_NONE
+
+    def _write_back(self, leaves: list[Any], outs: Any) -> list[Tensor]:
+        """numpy outputs: results become tensors, the rest replace the state they update.
+
+        State owns its memory: one value in two places (a .grad and the momentum buffer cloned from it, a result
+        that is also new state) becomes two arrays; results may share one, as torch returns one tensor twice."""
         results = []
-        # state owns its memory: one value in two places (a .grad and the momentum buffer cloned from it, a
-        # result that is also new state) becomes two arrays; results may share one, as torch returns one tensor
         seen: set[int] = set()  # every array handed out so far
         state_arrays: set[int] = set()
-        # every output is computed before anything is written back: a failing call changes nothing
-        for slot, a in zip(self.outputs, outs[:n_out]):
+        for slot, a in zip(self.outputs, outs):
             a = np.asarray(a)
             if slot.kind == "result":
                 if id(a) in state_arrays:
@@ -370,7 +394,7 @@ class Executable:
                     old = arg.grad
                     arg.grad = Tensor._make(a if old is None else old._data + a, None, arg.dtype)
                 else:
-                    arg._data, arg._sym = a, None
+                    arg._data, arg._sym, arg._dev = a, None, None
                     arg._version += 1
             elif slot.kind == "grad":
                 old = slot.ref.grad
@@ -382,19 +406,39 @@ class Executable:
                 opt, p, key = slot.ref
                 opt.state[p][key] = Tensor._make(a, None, _dtype(a))
             else:  # update of a parameter, buffer or existing state
-                slot.ref._data, slot.ref._sym = a, None
+                slot.ref._data, slot.ref._sym, slot.ref._dev = a, None, None
                 slot.ref._version += 1
-        if self._bwd is not None and state.grad_enabled:
-            result_pos = [i for i, o in enumerate(self.outputs) if o.kind == "result"]
-            diff_results = [results[result_pos.index(k)] for k in self._cotangents]
-            ins = [leaves[s.ref] if s.kind == "arg" else s.ref for s in (self.inputs[i] for i in self._wrt)]
-            every = [leaves[s.ref] if s.kind == "arg" else s.ref for s in self.inputs
-                     if s.kind in ("arg", "param", "buffer", "tensor", "state")]
-            GradFn.record(self._op, {"saved": saved, "watch": watch_saved(every + results, saved)}, ins,
-                          diff_results)
-        it = iter(results)
-        return unflatten(self.out_tree, [next(it) if s is None else None if isinstance(s, dict) else s
-                                         for s in self.out_static])  # a dict: trace.STATIC_NONE
+        return results
+
+    def _keep_on_device(self, leaves: list[Any], outs: Any) -> list[Tensor]:
+        """jax outputs, left on the device: results become device-held tensors, the rest replace the state they
+        update (its tensors then hold the new device arrays, donated to the next step)."""
+        results, state_ids = [], set()
+        for slot, a, dt in zip(self.outputs, outs, self._out_dtypes):
+            if slot.kind == "result":
+                results.append((a, dt))
+                continue
+            state_ids.add(id(a))
+            if isinstance(slot.ref, int):  # the argument passed at this call
+                arg = leaves[slot.ref]
+                if slot.kind == "grad":  # accumulates into an existing .grad, as backward() does
+                    old = arg.grad
+                    arg.grad = Tensor._on_device(a, arg.dtype) if old is None else \
+                        Tensor._make(old._data + np.asarray(a), None, arg.dtype)
+                else:
+                    arg._set_device(a)
+                    arg._version += 1
+            elif slot.kind == "grad":
+                slot.ref.grad = Tensor._on_device(a, slot.ref.dtype)
+            elif isinstance(slot.ref, tuple):  # new optimizer state: (optimizer, parameter, key)
+                opt, p, key = slot.ref
+                opt.state[p][key] = Tensor._on_device(a, dt)
+            else:  # update of a parameter, buffer or existing state
+                slot.ref._set_device(a)
+                slot.ref._version += 1
+        # a result that is the very array of some state (a step returning an updated parameter) gets its own copy:
+        # the state's array is donated to the next step, which would delete the result's value with it
+        return [Tensor._on_device(_device_copy(a) if id(a) in state_ids else a, dt) for a, dt in results]
 
     def _vjp(self, ctx: Any, *gouts: Any) -> tuple:
         if ctx.history:
@@ -402,7 +446,8 @@ class Executable:
                                "differentiate the eager function instead")
         check_watched(ctx.attrs["watch"])
         outs = ctx.outputs if any(g is None for g in gouts) else None  # shapes for zero cotangents
-        cts = [np.zeros(outs[i].shape, outs[i].dtype.np) if g is None else g._data for i, g in enumerate(gouts)]
+        cts = [np.zeros(outs[i].shape, outs[i].dtype.np) if g is None else g._device_value() if self._device
+               else g._data for i, g in enumerate(gouts)]
         grads = _run(self._bwd, self.bwd_graph, [*ctx.attrs["saved"], *cts])
         return tuple(Tensor._make(np.asarray(g), None, t.dtype) if need and k not in self._unused else None
                      for k, (g, t, need) in enumerate(zip(grads, ctx.inputs, ctx.needs)))
@@ -535,6 +580,16 @@ def _own_donated(arrays: list[Any], donated: list[int]) -> None:
 
 def _dtype(a: np.ndarray) -> Any:
     return dtype_of(a.dtype)
+
+
+def _host_value(t: Tensor) -> np.ndarray:
+    return t._data
+
+
+def _device_copy(a: Any) -> Any:
+    import jax.numpy as jnp
+
+    return jnp.array(a, copy=True)
 
 
 # ---- the decorator ----------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def _axes(dim: Any, ndim: int) -> tuple[int, ...]:
 
 class Tensor:
     __slots__ = ("_data", "_sym", "_dtype", "_requires_grad", "grad", "grad_fn", "_out_index", "_retains_grad",
-                 "_vc", "_base", "_view", "_accumulator", "_name", "__weakref__")
+                 "_vc", "_base", "_view", "_accumulator", "_name", "_dev", "__weakref__")
 
     # torch gives the reflected operator priority to tensors over numpy arrays
     __array_priority__ = 1000
@@ -77,6 +77,7 @@ class Tensor:
 
     def _init(self, data: np.ndarray | None, sym: Any, dtype: DType) -> None:
         self._data = data
+        self._dev: Any = None
         self._sym = sym
         self._dtype = dtype
         self._requires_grad = False
@@ -96,6 +97,45 @@ class Tensor:
         t._init(data, sym, dtype)
         return t
 
+    # ---- values held on a device (the jax backend) ----------------------------------------------------
+    # A compiled jax step leaves its results, parameters and optimizer state where XLA computed them, so the
+    # next step runs on them (and donates them) without a round trip through host memory. Such a tensor holds
+    # the device array in `_dev` and has NO `_data` (the slot is unset): the first read of `_data` anywhere (an
+    # eager op, .numpy(), printing, an artifact) lands in __getattr__, which copies the value into a writeable
+    # numpy array of the tensor's dtype and forgets the device array. Invariant: `_dev is not None` only while
+    # `_data` is unset, so numpy code never sees a jax array and nothing else in graphc needs to know.
+
+    @classmethod
+    def _on_device(cls, array: Any, dtype: DType) -> Tensor:
+        """A tensor whose value is the device array `array` (a jax.Array of dtype's shape and kind)."""
+        t = cls.__new__(cls)
+        t._init(None, None, dtype)
+        t._set_device(array)
+        return t
+
+    def _set_device(self, array: Any) -> None:
+        """Replace this tensor's value by a device array (the write-back of a compiled jax step)."""
+        try:
+            del self._data
+        except AttributeError:  # already device-held
+            pass
+        self._dev, self._sym = array, None
+
+    def _device_value(self) -> Any:
+        """The value as the jax backend takes it: the device array if there is one, else the numpy array."""
+        d = self._dev
+        return self._data if d is None else d
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for an unset slot: `_data` of a device-held tensor is materialized here, once
+        if name == "_data":
+            dev = object.__getattribute__(self, "_dev")
+            if dev is not None:
+                a = np.array(dev, dtype=self._dtype.np, copy=True)  # writeable, owned by this tensor
+                self._data, self._dev = a, None
+                return a
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def _alias(self) -> Tensor:
         """A new handle on the same value (shared array / IR value) without autograd history."""
         t = Tensor._make(self._data, self._sym, self._dtype)
@@ -114,7 +154,10 @@ class Tensor:
     # ---- basic attributes -----------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._data.shape if self._sym is None else self._sym.type.shape
+        if self._sym is not None:
+            return self._sym.type.shape
+        d = self._dev
+        return self._data.shape if d is None else d.shape
 
     @property
     def dtype(self) -> DType:
@@ -186,7 +229,7 @@ class Tensor:
 
     @data.setter
     def data(self, value: Tensor) -> None:
-        self._data, self._sym, self._dtype = value._data, value._sym, value._dtype
+        self._data, self._sym, self._dtype, self._dev = value._data, value._sym, value._dtype, None
 
     def detach(self) -> Tensor:
         return self._traced_detach() if state.tracer is not None else self._alias()
@@ -657,8 +700,8 @@ class Tensor:
             base, op, attrs = view
             base._inplace(_scatter_into(base, op, attrs, result))
             new = apply(op, (base,), attrs)
-            self._data, self._sym, self.grad_fn, self._out_index, self._requires_grad = \
-                new._data, new._sym, new.grad_fn, new._out_index, new._requires_grad
+            self._data, self._sym, self.grad_fn, self._out_index, self._requires_grad, self._dev = \
+                new._data, new._sym, new.grad_fn, new._out_index, new._requires_grad, None
             return self
         fn = result.grad_fn
         if fn is not None and fn.inputs:

@@ -311,8 +311,9 @@ def trace(fn: Callable, args: tuple, kwargs: dict, *, name: str, names: Names,
         for var, o in (optims or {}).items():
             for prm, st in o.state.items():
                 for k, v in st.items():
-                    if isinstance(v, Tensor) and v._data is None and v._sym is not None \
-                            and id(v) not in opt_state_before:
+                    # existing state first: reading its _data would copy a device-held value to the host
+                    if isinstance(v, Tensor) and id(v) not in opt_state_before and v._sym is not None \
+                            and v._data is None:
                         pname = names.get(id(prm), ("", "param", None))[1]
                         out_vals.append(v._sym)
                         outputs.append(OutputSlot("new_state", f"{var}.{pname}.{k}", (o, prm, k)))

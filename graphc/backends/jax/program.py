@@ -14,11 +14,13 @@ convention (numpy arrays in, numpy arrays out) and XLA's:
   is split over all devices of the mesh, everything else (parameters, buffers, optimizer state) is
   replicated. jax.jit then partitions the computation (GSPMD) and inserts the gradient all-reduce
   itself: the same program gives the same numbers on one device or many.
-* Donation. Inputs that the step overwrites (parameters, optimizer state, accumulated grads) are
-  donated, so XLA may write the new values into the input buffers: the numpy arrays stay untouched
-  (jax copies them to the device first), but the device holds one copy of the state, not two.
-* Results go back to the host as writeable numpy arrays of the graph's declared dtypes; values
-  the compiled backward needs later (saved activations) stay on the device.
+* Donation. Inputs that the step overwrites in place (parameters, buffers, optimizer state) are
+  donated, so XLA may write the new values into the input buffers: a numpy array stays untouched
+  (jax copies it to the device first); a device array held by a graphc tensor is consumed, and the
+  Executable gives that tensor the new value. The device holds one copy of the state, not two.
+* Results. `run` leaves every output on the device (graphc tensors hold them there, see
+  Tensor._on_device, and copy to the host only when Python reads them); `__call__` gives the
+  first n_host outputs as writeable numpy arrays of the graph's declared dtypes.
 """
 from __future__ import annotations
 
@@ -172,6 +174,12 @@ class JaxProgram:
 
     # ---- running ---------------------------------------------------------------------------------------
     def __call__(self, *arrays: Any) -> tuple:
+        """numpy (or jax) arrays in; the first n_host outputs back as numpy arrays, the rest as jax arrays."""
+        return self.to_host(self.run(*arrays))
+
+    def run(self, *arrays: Any) -> tuple:
+        """numpy or jax arrays in, every output as the jax array XLA computed (nothing copied to the host):
+        what graphc's Executable calls, so state stays on the device between steps."""
         compiled = self.compile()
         with x64_scope(self.x64):
             if jax.process_count() > 1 and self.placement.mesh is not None:
@@ -180,8 +188,7 @@ class JaxProgram:
                 arrays = tuple(a if isinstance(a, jax.Array) else
                                jax.make_array_from_callback(np.shape(a), s, lambda idx, a=a: np.asarray(a)[idx])
                                for a, s in zip(arrays, self.in_shardings))
-            outs = compiled(*arrays)
-        return self.to_host(outs)
+            return tuple(compiled(*arrays))
 
     def to_host(self, outs: Sequence[Any]) -> tuple:
         """The first n_host outputs as writeable numpy arrays of the graph's dtypes; the rest as they are."""
@@ -204,12 +211,13 @@ def build_programs(inputs: Sequence[Any], outputs: Sequence[Any], forward: Graph
         if skipped:
             warnings.warn(f"data_parallel: argument(s) {', '.join(skipped)} have no leading dimension divisible by "
                           f"{placement.n_shards} devices and are replicated, not split", stacklevel=4)
-    # an input may be donated when an output of the same type replaces the same state after the call
-    written = {(o.kind == "grad", id(o.ref)): k for k, o in enumerate(outputs)
-               if o.kind in ("update", "new_state", "grad") and o.ref is not None}
+    # an input may be donated when an output of the same type replaces the same state in the same tensor after the
+    # call (its device array is then unreachable). Not a .grad: the step gives the parameter a new .grad tensor, and
+    # the old one, which the caller may still hold, must keep its value
+    written = {id(o.ref): k for k, o in enumerate(outputs) if o.kind == "update" and o.ref is not None}
     donate = []
     for i, s in enumerate(inputs):
-        k = written.get((s.kind == "grad", id(s.ref))) if s.kind in ("param", "buffer", "state", "grad") else None
+        k = written.get(id(s.ref)) if s.kind in ("param", "buffer", "state") else None
         if k is not None and forward.outputs[k].type == forward.inputs[i].type:
             donate.append(i)
     name = "forward" if backward is not None else "step"
