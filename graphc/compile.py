@@ -53,30 +53,56 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
         else:
             desc[name] = (("value", leaf if isinstance(leaf, (int, float, str, bool, type(None))) else id(leaf)),)
     modules, optims = find_state_owners(fn, args) if owners is None else owners
-    names = state_names(modules, optims)
+    held: list[tuple[str, list[tuple[str, Tensor]]]] = []  # (variable, its parameters and buffers, named)
     for var, m in modules.items():
         pre = f"{var}." if var else ""
-        for n, sub in m.named_modules():
+        tensors = _state_tensors(m)
+        held.append((var, tensors))
+        for n, sub in (m.named_modules() if tensors is not None else ()):
             # training and every plain setting (BatchNorm momentum and eps, Dropout p, a conv's stride): traced
             # as constants, so a change retraces, as torch.compile guards on module attributes
             desc[f"{pre}{n or '(module)'} ({type(sub).__name__})"] = (("training", sub.training),) + tuple(
                 (k, v) for k, v in vars(sub).items() if type(v) in _SETTING and k[0] != "_" and k != "training")
-        for n, p in list(m.named_parameters()) + list(m.named_buffers()):
+        if tensors is None:  # not an nn.Module (captured tensors): its own listing
+            tensors = list(m.named_parameters()) + list(m.named_buffers())
+            held[-1] = (var, tensors)
+        for n, p in tensors:
             desc[pre + n] = (("tensor", id(p)), ("shape", p.shape), ("dtype", p.dtype.name),
                              ("requires_grad", p.requires_grad), ("grad", None if p.grad is None else p.grad.shape))
+    # optimizer state is named by its parameter, as trace.state_names names it (variable prefix only when
+    # several objects hold state)
+    several = sum(1 for _, tensors in held if tensors) > 1
+    names = {id(p): (f"{var}." if several and var else "") + n for var, tensors in reversed(held) for n, p in tensors}
     for var, opt in optims.items():
         for gi, group in enumerate(opt.param_groups):
             # numeric hyperparameters are graph inputs: only the decisions made on them matter (guards)
             hyper = tuple((k, v) for k, v in group.items() if k != "params" and not _numeric(v))
             desc[f"{var}.param_groups[{gi}]"] = (("params", tuple(id(p) for p in group["params"])),) + hyper
         for p, st in opt.state.items():
-            pname = names.get(id(p), ("", f"param@{id(p)}", None))[1]
+            pname = names.get(id(p), f"param@{id(p)}")
             desc[f"{var}.state[{pname}]"] = tuple(
                 (k, (v.shape, v.dtype.name) if isinstance(v, Tensor) else v) for k, v in st.items())
     return desc
 
 
 _SETTING = frozenset({int, float, bool, str, tuple, type(None)})
+
+
+def _state_tensors(m: Any) -> list[tuple[str, Tensor]] | None:
+    """An nn.Module's parameters then buffers, named and without duplicates, as named_parameters() and
+    named_buffers() list them, in one walk over its submodules (this runs on every call); None if m is not
+    an nn.Module."""
+    if not hasattr(m, "_parameters"):
+        return None
+    params, buffers, seen = [], [], set()
+    for mp, sub in m.named_modules():
+        dot = mp + "." if mp else ""
+        for store, out in ((sub._parameters, params), (sub._buffers, buffers)):
+            for k, v in store.items():
+                if v is not None and id(v) not in seen:
+                    seen.add(id(v))
+                    out.append((dot + k, v))
+    return params + buffers
 
 
 def _numeric(v: Any) -> bool:
