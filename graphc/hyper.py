@@ -64,7 +64,10 @@ def _label(x: Any) -> str:
 def _guard(label: str, check: Callable[[], Any], expected: Any) -> None:
     tracer = state.tracer
     if tracer is not None and hasattr(tracer, "guards"):
-        tracer.guards.append(Guard(label, check, expected))
+        # the optimizer asks the same question once per parameter (`momentum != 0`): a label names its
+        # hyperparameters and constants, so one guard per label and answer checks them all
+        if not any(g.label == label and g.expected == expected for g in tracer.guards):
+            tracer.guards.append(Guard(label, check, expected))
 
 
 class Hyper(float):

@@ -195,6 +195,10 @@ def test_a_decision_on_a_hyperparameter_is_guarded():
     info = compiled.cache_info()
     assert any("guard `opt.momentum != 0` was True, now False" in r for r in info.reasons), info
     assert info.entries == 3, info  # momentum 0.5 reuses the 0.9 graph
+    for exes in compiled._cache.values():  # asked once per parameter, guarded once
+        for exe in exes:
+            labels = [g.label for g in exe.guards]
+            assert len(labels) == len(set(labels)) and "opt.momentum != 0" in labels, labels
 
 
 def test_several_param_groups_each_with_its_own_lr():
