@@ -1,10 +1,21 @@
-"""A tiny compiled training step (linear least squares, manual SGD on a captured weight), shared by the
-artifact, reliability, jax-backend and error-catalogue tests."""
+"""Training steps shared by the tests: the tutorials' step (zero_grad, loss, backward, step), a tiny compiled
+one (linear least squares, manual SGD on a captured weight) and the seeds' ResNet-18 step."""
 from __future__ import annotations
 
 from typing import Any
 
 import graphc as gc
+
+
+def train_step(model: Any, opt: Any, loss_fn: Any) -> Any:
+    """The tutorials' training step as a plain function (compile it, or run it eagerly as the oracle)."""
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
 
 
 def tiny_step(backend: str = "numpy") -> tuple[Any, gc.Tensor]:

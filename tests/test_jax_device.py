@@ -11,6 +11,8 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
+from steps import train_step  # noqa: E402
+
 import graphc as gc  # noqa: E402
 from graphc import nn, optim  # noqa: E402
 
@@ -211,13 +213,7 @@ def test_numpy_and_jax_steps_take_turns_on_one_model():
     model = gc.models.LeNet()
     opt = optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = nn.MSELoss()(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = train_step(model, opt, nn.MSELoss())
     on_jax, on_numpy = gc.compile(step, backend="jax"), gc.compile(step)
     ref_model, _, ref_step = _model_and_step("numpy")
     for i, f in enumerate([on_jax, on_jax, on_numpy, on_jax, on_numpy, on_numpy, on_jax]):

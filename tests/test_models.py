@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from steps import train_step
 
 import graphc as gc
 from graphc import nn, optim
@@ -273,14 +274,7 @@ def test_lenet_compiled_sgd_steps_match_torch():
     gopt = optim.SGD(gnet.parameters(), lr=0.05, momentum=0.9)
     topt = torch.optim.SGD(list(state.values()), lr=0.05, momentum=0.9)
 
-    def gstep(x, y):
-        gopt.zero_grad()
-        loss = nn.MSELoss()(gnet(x), y)
-        loss.backward()
-        gopt.step()
-        return loss
-
-    step = gc.compile(gstep)
+    step = gc.compile(train_step(gnet, gopt, nn.MSELoss()))
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((8, 1, 32, 32)).astype(np.float32) - 0.5, rng.random((8, 10), dtype=np.float32)
     for _ in range(3):

@@ -12,6 +12,7 @@ import collections
 
 import numpy as np
 import pytest
+from steps import train_step
 
 import graphc as gc
 import graphc.nn.functional as F
@@ -48,15 +49,6 @@ def _pair(make_model, make_opt, freeze=None):
     return out
 
 
-def _steps(model, opt, loss_fn):
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
-
 
 def _close(actual, desired, what):
     """float32 agreement, with the absolute slack scaled to the tensor: an entry that is a sum of
@@ -78,8 +70,8 @@ def _assert_same(m1, o1, m2, o2):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_lenet_compiled_step_matches_eager(name):
     (m1, o1), (m2, o2) = _pair(gc.models.LeNet, OPTIMIZERS[name])
-    eager = _steps(m1, o1, F.mse_loss)
-    compiled = gc.compile(_steps(m2, o2, F.mse_loss))
+    eager = train_step(m1, o1, F.mse_loss)
+    compiled = gc.compile(train_step(m2, o2, F.mse_loss))
     gc.manual_seed(1)
     for i in range(4):
         x, y = gc.randn(8, 1, 32, 32), gc.randn(8, 10)
@@ -113,8 +105,8 @@ def test_resnet18_compiled_step_matches_eager(name, freeze):
     normalizes 2 values, an ill-conditioned map that turns rounding differences into different runs."""
     (m1, o1), (m2, o2) = _pair(_small_resnet, RESNET_OPTIMIZERS[name], _freeze_backbone if freeze else None)
     loss_fn = nn.CrossEntropyLoss()
-    eager = _steps(m1, o1, loss_fn)
-    compiled = gc.compile(_steps(m2, o2, loss_fn))
+    eager = train_step(m1, o1, loss_fn)
+    compiled = gc.compile(train_step(m2, o2, loss_fn))
     gc.manual_seed(2)
     for _ in range(3):
         x, y = gc.randn(4, 3, 64, 64), gc.tensor([3, 7, 1, 0])
@@ -134,7 +126,7 @@ def test_frozen_backbone_step_has_no_backbone_backward_or_update():
     model = gc.models.resnet18()
     _freeze_backbone(model)
     opt = optim.SGD(model.fc.parameters(), lr=1e-2, momentum=0.9)
-    step = gc.compile(_steps(model, opt, nn.CrossEntropyLoss()))
+    step = gc.compile(train_step(model, opt, nn.CrossEntropyLoss()))
     low = step.lower(gc.randn(1, 3, 64, 64), gc.tensor([4]))
     g = low.traced.graph
     backward_modules = {n.meta.get("module", "") for n in g.nodes if n.meta.get("phase") == "backward"}
@@ -151,8 +143,8 @@ def test_frozen_backbone_step_has_no_backbone_backward_or_update():
 
 def test_learning_rate_change_does_not_recompile_and_changes_the_update():
     (m1, o1), (m2, o2) = _pair(gc.models.LeNet, OPTIMIZERS["sgd_momentum"])
-    eager = _steps(m1, o1, F.mse_loss)
-    compiled = gc.compile(_steps(m2, o2, F.mse_loss))
+    eager = train_step(m1, o1, F.mse_loss)
+    compiled = gc.compile(train_step(m2, o2, F.mse_loss))
     x, y = gc.randn(4, 1, 32, 32), gc.randn(4, 10)
     for lr in (0.05, 0.05, 0.01, 0.002, 0.0):
         for o in (o1, o2):
@@ -170,7 +162,7 @@ def test_learning_rate_change_does_not_recompile_and_changes_the_update():
 
 def test_hyperparameters_are_graph_inputs_read_at_call_time():
     (_, _), (m, o) = _pair(gc.models.LeNet, OPTIMIZERS["adam"])
-    step = gc.compile(_steps(m, o, F.mse_loss))
+    step = gc.compile(train_step(m, o, F.mse_loss))
     x, y = gc.randn(2, 1, 32, 32), gc.randn(2, 10)
     step(x, y)
     low = step.lower(x, y)
@@ -183,8 +175,8 @@ def test_hyperparameters_are_graph_inputs_read_at_call_time():
 
 def test_a_decision_on_a_hyperparameter_is_guarded():
     (m1, o1), (m2, o2) = _pair(gc.models.LeNet, OPTIMIZERS["sgd_momentum"])
-    eager = _steps(m1, o1, F.mse_loss)
-    compiled = gc.compile(_steps(m2, o2, F.mse_loss))
+    eager = train_step(m1, o1, F.mse_loss)
+    compiled = gc.compile(train_step(m2, o2, F.mse_loss))
     x, y = gc.randn(4, 1, 32, 32), gc.randn(4, 10)
     for momentum in (0.9, 0.9, 0.0, 0.0, 0.5):
         for o in (o1, o2):
@@ -206,7 +198,7 @@ def test_several_param_groups_each_with_its_own_lr():
         p = list(p)
         return optim.SGD([{"params": p[:4]}, {"params": p[4:], "lr": 0.2}], lr=0.01, momentum=0.9)
     (m1, o1), (m2, o2) = _pair(gc.models.LeNet, make)
-    eager, compiled = _steps(m1, o1, F.mse_loss), gc.compile(_steps(m2, o2, F.mse_loss))
+    eager, compiled = train_step(m1, o1, F.mse_loss), gc.compile(train_step(m2, o2, F.mse_loss))
     x, y = gc.randn(4, 1, 32, 32), gc.randn(4, 10)
     for i in range(3):
         for o in (o1, o2):
@@ -220,7 +212,7 @@ def test_several_param_groups_each_with_its_own_lr():
 
 def test_lower_leaves_parameters_grads_and_optimizer_state_untouched():
     _, (m, o) = _pair(gc.models.LeNet, OPTIMIZERS["adam"])
-    step = gc.compile(_steps(m, o, F.mse_loss))
+    step = gc.compile(train_step(m, o, F.mse_loss))
     x, y = gc.randn(2, 1, 32, 32), gc.randn(2, 10)
     step(x, y)
     before = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
@@ -242,7 +234,7 @@ def test_lower_leaves_parameters_grads_and_optimizer_state_untouched():
 
 def test_lower_before_the_first_call_leaves_no_symbolic_state():
     _, (m, o) = _pair(gc.models.LeNet, OPTIMIZERS["sgd_momentum"])
-    step = gc.compile(_steps(m, o, F.mse_loss))
+    step = gc.compile(train_step(m, o, F.mse_loss))
     x, y = gc.randn(2, 1, 32, 32), gc.randn(2, 10)
     step.lower(x, y)
     assert len(o.state) == 0 and all(p.grad is None for p in m.parameters())
@@ -253,7 +245,7 @@ def test_lower_before_the_first_call_leaves_no_symbolic_state():
 
 def test_loaded_artifact_keeps_and_exposes_hyperparameters(tmp_path):
     _, (m, o) = _pair(gc.models.LeNet, OPTIMIZERS["sgd_momentum"])
-    step = gc.compile(_steps(m, o, F.mse_loss))
+    step = gc.compile(train_step(m, o, F.mse_loss))
     x, y = gc.randn(4, 1, 32, 32), gc.randn(4, 10)
     step(x, y)
     step(x, y)
@@ -298,7 +290,7 @@ def test_a_schedule_does_not_recompile_a_training_step():
     (m1, o1), (m2, o2) = _pair(gc.models.LeNet, OPTIMIZERS["adam"])
     s1 = optim.lr_scheduler.CosineAnnealingLR(o1, T_max=4)
     s2 = optim.lr_scheduler.CosineAnnealingLR(o2, T_max=4)
-    eager, compiled = _steps(m1, o1, F.mse_loss), gc.compile(_steps(m2, o2, F.mse_loss))
+    eager, compiled = train_step(m1, o1, F.mse_loss), gc.compile(train_step(m2, o2, F.mse_loss))
     x, y = gc.randn(4, 1, 32, 32), gc.randn(4, 10)
     for _ in range(6):
         eager(x, y)
@@ -313,7 +305,7 @@ def test_a_first_step_graph_is_not_saved_or_rerun_once_state_exists(tmp_path):
     from graphc.io.artifact import ArtifactError
 
     _, (m, o) = _pair(gc.models.LeNet, OPTIMIZERS["sgd_momentum"])
-    step = gc.compile(_steps(m, o, F.mse_loss))
+    step = gc.compile(train_step(m, o, F.mse_loss))
     x, y = gc.randn(2, 1, 32, 32), gc.randn(2, 10)
     first = step.lower(x, y).compile()  # traced before any momentum buffer exists: it creates them
     with pytest.raises(ArtifactError, match="traced before the optimizer had state"):
