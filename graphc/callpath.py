@@ -29,9 +29,8 @@ from .autograd.function import GradFn, watch_saved
 from .backends.numpy.quiet import quietly
 from .context import state
 from .ir.graph import Graph
-from .pytree import unflatten
 from .tensor import Tensor, _dt
-from .trace import reach
+from .trace import reach, rebuild_outputs
 
 
 def fingerprint(args: tuple) -> tuple | None:
@@ -145,6 +144,4 @@ class CallPlan:
                           [results[k] for k in self.diff])
         if self.single:
             return results[0]
-        it = iter(results)
-        return unflatten(self.out_tree, [next(it) if s is None else None if isinstance(s, dict) else s
-                                         for s in self.out_static])  # a dict: trace.STATIC_NONE
+        return rebuild_outputs(self.out_tree, self.out_static, results)

@@ -32,9 +32,9 @@ from .passes.autodiff import differentiate
 from .passes.manager import PassRecord, run_passes
 from .passes.partition import partition
 from .passes.simplify import DEFAULT_PIPELINE
-from .pytree import flatten, unflatten
+from .pytree import flatten
 from .tensor import Tensor
-from .trace import Traced, _arg_name, find_state_owners, reach, state_names, trace
+from .trace import Traced, _arg_name, find_state_owners, reach, rebuild_outputs, state_names, trace
 
 # ---- cache keys ----------------------------------------------------------------------------------
 
@@ -390,9 +390,7 @@ class Executable:
             # device-saved values share no memory with any tensor's numpy array: nothing to watch
             watch = [] if device else watch_saved(every + results, saved)
             GradFn.record(self._op, {"saved": saved, "watch": watch}, ins, diff_results)
-        it = iter(results)
-        return unflatten(self.out_tree, [next(it) if s is None else None if isinstance(s, dict) else s
-                                         for s in self.out_static])  # a dict: trace.STATIC_NONE
+        return rebuild_outputs(self.out_tree, self.out_static, results)
 
     def _write_back(self, leaves: list[Any], outs: Any) -> list[Tensor]:
         """numpy outputs: results become tensors, the rest replace the state they update.

@@ -18,7 +18,7 @@ from .context import module_path, state
 from .errors import user_location
 from .hyper import Hyper, hyper_slots
 from .ir.graph import Graph, Value
-from .pytree import flatten
+from .pytree import flatten, unflatten
 from .tensor import Tensor
 
 
@@ -47,6 +47,12 @@ class OutputSlot:
 #: how out_static spells a result leaf that is None (None itself marks a tensor result there). A dict is
 #: never a pytree leaf, so it cannot be mistaken for a value, and it survives an artifact's JSON.
 STATIC_NONE = {"none": None}
+
+
+def rebuild_outputs(out_tree: Any, out_static: list[Any], results: list[Any]) -> Any:
+    """The compiled function's return value: its result tensors, in order, put back among the static leaves."""
+    it = iter(results)
+    return unflatten(out_tree, [next(it) if s is None else None if isinstance(s, dict) else s for s in out_static])
 
 
 @dataclass
