@@ -118,10 +118,12 @@ def test_donated_state_is_consumed_but_nothing_a_user_holds_is():
     model, opt, step = _model_and_step("jax", ret_weight=True)
     step(*_data(0))
     loss, w_ret = step(*_data(1))
-    old = model.fc1.weight._dev
+    old_buf = opt.state[model.fc1.weight]["momentum_buffer"]._dev
+    old_w = model.fc1.weight._dev
     step(*_data(2))
-    # the parameter's previous device array was donated to the step (XLA wrote the new value into it) ...
-    assert old.is_deleted()
+    # the momentum buffer's previous device array was donated to the step (XLA wrote the new value into it);
+    # the weight's was not (other ops read it too, and XLA would copy it first: see program.build_programs) ...
+    assert old_buf.is_deleted() and not old_w.is_deleted()
     # ... but the returned weight is its own array: still readable, and the value of the parameter back then
     assert w_ret._dev is not model.fc3.weight._dev and not w_ret._dev.is_deleted()
     ref_m, _, ref_step = _model_and_step("numpy", ret_weight=True)
@@ -129,6 +131,30 @@ def test_donated_state_is_consumed_but_nothing_a_user_holds_is():
     _, ref_w = ref_step(*_data(1))
     np.testing.assert_allclose(w_ret.detach().numpy(), ref_w.detach().numpy(), rtol=1e-5, atol=1e-7)
     assert loss.item() > 0
+
+
+def test_each_donated_buffer_takes_the_new_value_of_its_own_state():
+    """jax pairs donated inputs with outputs by shape, in output order; a step's outputs put each parameter's .grad
+    next to its new value, so left alone the momentum buffer's memory would go to the .grad, and XLA would copy
+    every donated buffer to keep reading it. The program orders its outputs so each input aliases its own update."""
+    import re
+
+    model, opt, step = _model_and_step("jax")
+    step(*_data(0))
+    step(*_data(1))
+    (exe,) = [e for es in step._cache.values() for e in es if e.outputs[-1].kind != "new_state"]
+    prog = exe._fn
+    assert prog.donate, "the momentum buffers are donated"
+    text = prog.compile().as_text()
+    pairs = {int(i): int(o) for o, i in re.findall(r"\{(\d+)\}: \((\d+), \{\}, may-alias\)", text)}
+    assert sorted(pairs) == list(prog.donate)
+    for i, o in pairs.items():  # input i's buffer holds output o (in the jitted order): the same state's update
+        slot_in, slot_out = exe.inputs[i], exe.outputs[prog.order[o]]
+        assert slot_out.kind == "update" and slot_out.ref is slot_in.ref, (slot_in.name, slot_out.name)
+    entry = text[text.index("ENTRY"):]
+    donated_names = {exe.inputs[i].name.replace(".", "_") for i in prog.donate}
+    copied = set(re.findall(r"= \S+ copy\(%([\w.]+?)(?:\.\d+)?\)", entry))
+    assert not copied & donated_names, copied & donated_names
 
 
 def test_grads_left_by_a_step_are_not_donated_when_the_next_step_replaces_them():

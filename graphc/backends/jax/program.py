@@ -25,6 +25,7 @@ convention (numpy arrays in, numpy arrays out) and XLA's:
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -117,13 +118,14 @@ class JaxProgram:
 
     batched: indices of inputs split along their leading dimension (data parallel); in_shardings: the
     sharding of each input where the caller knows better (a backward graph takes the forward's saved
-    values as XLA laid them out); donate: indices of inputs whose buffers XLA may reuse for outputs;
-    n_host: how many leading outputs come back as numpy arrays (the rest stay jax arrays on the
-    device, for a later program).
+    values as XLA laid them out); donate: {input index: output index} for inputs whose buffers XLA may
+    reuse for that output (the new value of the same state); n_host: how many leading outputs come back
+    as numpy arrays (the rest stay jax arrays on the device, for a later program).
     """
 
     def __init__(self, g: Graph, name: str, placement: Placement | None = None, *, batched: Sequence[int] = (),
-                 in_shardings: Sequence[Any] | None = None, donate: Sequence[int] = (), n_host: int | None = None,
+                 in_shardings: Sequence[Any] | None = None, donate: dict[int, int] | None = None,
+                 n_host: int | None = None,
                  fn: Any = None):
         self.graph = g
         self.placement = placement or Placement()
@@ -140,8 +142,24 @@ class JaxProgram:
         host = self.placement.sharding(False)  # results and new state: whole on every device
         self.out_shardings = tuple(host if k < self.n_host or self.placement.mesh is None else None
                                    for k in range(len(g.outputs)))
-        self.donate = tuple(sorted(set(donate)))
-        self.jitted = jax.jit(self.fn, in_shardings=self.in_shardings, out_shardings=self.out_shardings,
+        donate = donate or {}
+        self.donate = tuple(sorted(donate))
+        # jax pairs each output with the first donated input of the same shape and dtype, in output order; a step
+        # returns a parameter's .grad next to its new value, so a grad would take the momentum buffer's memory and
+        # XLA would copy every buffer to keep the old values readable. The jitted function therefore returns the
+        # donated inputs' own outputs first, in input order (self.order), and run() puts them back in graph order.
+        first = [donate[i] for i in self.donate]
+        self.order = first + [k for k in range(len(g.outputs)) if k not in donate.values()]
+        self._unorder = [self.order.index(k) for k in range(len(g.outputs))] if first else None
+        fn = self.fn
+        ordered = fn
+        if self._unorder is not None:
+            @functools.wraps(fn)  # the graph's input names stay the HLO parameter names
+            def ordered(*a: Any) -> tuple:
+                outs = fn(*a)
+                return tuple(outs[k] for k in self.order)
+        self.jitted = jax.jit(ordered, in_shardings=self.in_shardings,
+                              out_shardings=tuple(self.out_shardings[k] for k in self.order),
                               donate_argnums=self.donate)
         self._lowered: Any = None
         self._compiled: Any = None
@@ -188,7 +206,13 @@ class JaxProgram:
                 arrays = tuple(a if isinstance(a, jax.Array) else
                                jax.make_array_from_callback(np.shape(a), s, lambda idx, a=a: np.asarray(a)[idx])
                                for a, s in zip(arrays, self.in_shardings))
-            return tuple(compiled(*arrays))
+            outs = compiled(*arrays)
+        return tuple(outs) if self._unorder is None else tuple(outs[j] for j in self._unorder)
+
+    def output_shardings(self) -> list[Any]:
+        """The sharding XLA gave each output, in the graph's output order."""
+        got = list(self.compile().output_shardings)
+        return got if self._unorder is None else [got[j] for j in self._unorder]
 
     def to_host(self, outs: Sequence[Any]) -> tuple:
         """The first n_host outputs as writeable numpy arrays of the graph's dtypes; the rest as they are."""
@@ -215,17 +239,22 @@ def build_programs(inputs: Sequence[Any], outputs: Sequence[Any], forward: Graph
     # call (its device array is then unreachable). Not a .grad: the step gives the parameter a new .grad tensor, and
     # the old one, which the caller may still hold, must keep its value
     written = {id(o.ref): k for k, o in enumerate(outputs) if o.kind == "update" and o.ref is not None}
-    donate = []
+    # Only state read once (a momentum buffer, read by its own update): XLA copies a donated buffer that other
+    # ops read as well (a weight, read by the forward, the input gradient and the update) rather than order
+    # every read before the write, and that copy costs more than a fresh output buffer.
+    users = forward.users()
+    donate = {}
     for i, s in enumerate(inputs):
         k = written.get(id(s.ref)) if s.kind in ("param", "buffer", "state") else None
-        if k is not None and forward.outputs[k].type == forward.inputs[i].type:
-            donate.append(i)
+        if k is not None and forward.outputs[k].type == forward.inputs[i].type \
+                and len(users.get(id(forward.inputs[i]), ())) <= 1:
+            donate[i] = k
     name = "forward" if backward is not None else "step"
     fwd = JaxProgram(forward, name, placement, batched=batched, donate=donate, n_host=len(outputs))
     if backward is None:
         return fwd, None
     n_saved = len(forward.outputs) - len(outputs)
-    saved = list(fwd.compile().output_shardings)[len(outputs):]
+    saved = fwd.output_shardings()[len(outputs):]
     host = placement.sharding(False)
     shardings = saved + [host] * (len(backward.inputs) - n_saved)
     return fwd, JaxProgram(backward, "backward", placement, in_shardings=shardings)
