@@ -56,19 +56,21 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
     held: list[tuple[str, list[tuple[str, Tensor]]]] = []  # (variable, its parameters and buffers, named)
     for var, m in modules.items():
         pre = f"{var}." if var else ""
-        tensors = _state_tensors(m)
-        held.append((var, tensors))
-        for n, sub in (m.named_modules() if tensors is not None else ()):
-            # training and every plain setting (BatchNorm momentum and eps, Dropout p, a conv's stride): traced
-            # as constants, so a change retraces, as torch.compile guards on module attributes
-            desc[f"{pre}{n or '(module)'} ({type(sub).__name__})"] = (("training", sub.training),) + tuple(
-                (k, v) for k, v in vars(sub).items() if type(v) in _SETTING and k[0] != "_" and k != "training")
-        if tensors is None:  # not an nn.Module (captured tensors): its own listing
+        walk = _submodules(m)
+        if walk is None:  # not an nn.Module (captured tensors): its own listing
             tensors = list(m.named_parameters()) + list(m.named_buffers())
-            held[-1] = (var, tensors)
+        else:
+            tensors = _state_tensors(walk)
+            for n, sub in walk:
+                # training and every plain setting (BatchNorm momentum and eps, Dropout p, a conv's stride): traced
+                # as constants, so a change retraces, as torch.compile guards on module attributes
+                desc[f"{pre}{n or '(module)'} ({type(sub).__name__})"] = (("training", sub.training), *[
+                    (k, v) for k, v in vars(sub).items() if type(v) in _SETTING and k[0] != "_" and k != "training"])
+        held.append((var, tensors))
         for n, p in tensors:
-            desc[pre + n] = (("tensor", id(p)), ("shape", p.shape), ("dtype", p.dtype.name),
-                             ("requires_grad", p.requires_grad), ("grad", None if p.grad is None else p.grad.shape))
+            g = p.grad
+            desc[pre + n] = (("tensor", id(p)), ("shape", p.shape), ("dtype", p._dtype.name),
+                             ("requires_grad", p._requires_grad), ("grad", None if g is None else g.shape))
     # optimizer state is named by its parameter, as trace.state_names names it (variable prefix only when
     # several objects hold state)
     several = sum(1 for _, tensors in held if tensors) > 1
@@ -88,14 +90,28 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
 _SETTING = frozenset({int, float, bool, str, tuple, type(None)})
 
 
-def _state_tensors(m: Any) -> list[tuple[str, Tensor]] | None:
-    """An nn.Module's parameters then buffers, named and without duplicates, as named_parameters() and
-    named_buffers() list them, in one walk over its submodules (this runs on every call); None if m is not
-    an nn.Module."""
+def _submodules(m: Any) -> list[tuple[str, Any]] | None:
+    """An nn.Module's submodules with their dotted names, each once, in named_modules() order, in one loop
+    without generators (this runs on every call); None if m is not an nn.Module."""
     if not hasattr(m, "_parameters"):
         return None
+    out, seen, stack = [], set(), [("", m)]
+    while stack:
+        name, sub = stack.pop()
+        if id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        out.append((name, sub))
+        dot = name + "." if name else ""
+        stack.extend((dot + k, c) for k, c in reversed(sub._modules.items()) if c is not None)
+    return out
+
+
+def _state_tensors(walk: list[tuple[str, Any]]) -> list[tuple[str, Tensor]]:
+    """Parameters then buffers of the modules of a _submodules() walk, named and without duplicates, as
+    named_parameters() and named_buffers() list them."""
     params, buffers, seen = [], [], set()
-    for mp, sub in m.named_modules():
+    for mp, sub in walk:
         dot = mp + "." if mp else ""
         for store, out in ((sub._parameters, params), (sub._buffers, buffers)):
             for k, v in store.items():
