@@ -23,7 +23,7 @@ from . import factories
 from .autograd.function import GradFn, check_watched, watch_saved
 from .callpath import FastCalls
 from .callpath import run_generated as _run
-from .context import state
+from .context import gc_paused, state
 from .errors import api_boundary, guard_class
 from .ir.graph import Graph
 from .ir.types import dtype_of
@@ -263,7 +263,8 @@ class Lowered:
             f.write(render(self, format, stage=stage))
 
     def compile(self) -> Executable:
-        return Executable(self)
+        with gc_paused():
+            return Executable(self)
 
 
 def _slot_requires_grad(slot: Any) -> bool:
@@ -725,18 +726,19 @@ class CompiledFunction:
             if len(diff) > 4:
                 diff = diff[:3] + [f"... and {len(diff) - 3} more differences"]
             self._reasons.append("; ".join(diff) or "unknown")
-        lowered = Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options, self.recompute)
-        from .viz.dump import dump_build  # dump=DIR or GRAPHC_DUMP: write this build's graphs
+        with gc_paused():
+            lowered = Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options, self.recompute)
+            from .viz.dump import dump_build  # dump=DIR or GRAPHC_DUMP: write this build's graphs
 
-        dump_build(self.name, lowered, self.dump_dir)
-        exe = lowered.compile()
+            dump_build(self.name, lowered, self.dump_dir)
+            exe = lowered.compile()
         self._cache.setdefault(key, []).append(exe)
         self._keys.append(desc)
         return exe
 
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """The static graph for these argument types, ahead of time (nothing is run or cached)."""
-        with self._lock:
+        with self._lock, gc_paused():
             return Lowered(self._trace(args, kwargs), self.backend, self.optimize, self.options, self.recompute)
 
     def cache_info(self) -> CacheInfo:

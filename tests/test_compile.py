@@ -233,3 +233,34 @@ def test_state_reached_through_a_plain_object():
         np.testing.assert_allclose(compiled(x).item(), step(x, twin).item(), rtol=1e-5)
     for p, q in zip(trainer.model.parameters(), twin.model.parameters()):
         np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_building_a_graph_pauses_the_garbage_collector_and_restores_it():
+    """Graph builds run with Python's cyclic GC held off (graphc.context.gc_paused); afterwards, even after a
+    build that fails, the collector is as the caller left it."""
+    import gc as pygc
+
+    seen = []
+
+    @gc.compile
+    def f(x):
+        seen.append(pygc.isenabled())
+        return x * 2
+
+    @gc.compile
+    def bad(x):
+        raise ValueError("user error")
+
+    x = gc.tensor(np.ones(3, dtype=np.float32))
+    assert pygc.isenabled()
+    f(x)
+    assert seen == [False] and pygc.isenabled()
+    with pytest.raises(ValueError):
+        bad(x)
+    assert pygc.isenabled()
+    pygc.disable()
+    try:
+        f(gc.tensor(np.ones(4, dtype=np.float32)))  # a new shape: a second build
+        assert seen == [False, False] and not pygc.isenabled()
+    finally:
+        pygc.enable()
