@@ -8,9 +8,9 @@ The memory plan (graphc/passes/memory.py) turns lines into in-place ufuncs (`out
 input dies at that line, so a fused group (graphc/passes/fusion.py, emitted together under a
 comment) runs its elementwise chain in one buffer.
 
-Measured and left out: evaluating large fused groups in cache-sized chunks (one ufunc call per
-op per 16-64K elements) was no faster than whole-array ufuncs for ResNet-18's SGD updates, whose
-arrays (<= 9.4 MB) already stay in the last-level cache between the ops of a chain.
+A large fused group of same-shaped elementwise ops is emitted twice: as a function over one chunk of
+elements, run chunk by chunk on two threads (graphc/backends/numpy/chunks.py), when every array it
+touches is contiguous and none it writes overlaps another, and as the whole-array lines otherwise.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ...ir.graph import Graph, Node
+from . import chunks
 from .allocator import keep_freed_memory
 from .elementwise import _UFUNCS
 from .registry import KERNELS
@@ -59,7 +60,8 @@ def _literal(v: Any) -> str:
 
 def runtime_env() -> dict[str, Any]:
     """The globals generated code runs with: numpy as np, the kernels as k."""
-    return {"np": np, "k": SimpleNamespace(**KERNELS), "inf": math.inf, "nan": math.nan, "const": _read_only}
+    return {"np": np, "k": SimpleNamespace(**KERNELS), "inf": math.inf, "nan": math.nan, "const": _read_only,
+            "chunks": chunks}
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -125,30 +127,46 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
             prelude.append(f"{n} = const(k.{node.op}({attrs}))  # built once, read-only{_note(node)[3:] and ';'}"
                            f"{_note(node)[3:]}")
 
-    lines = prelude + [f"def {fn_name}({', '.join(names[id(v)] for v in g.inputs)}):"]
-    group = None
-    for i, node in enumerate(g.nodes):
-        if node.outputs and id(node.outputs[0]) in hoisted:
-            continue
-        gid = node.meta.get("group")
-        if gid is not None and gid != group:
-            members = [n.op for n in itertools.takewhile(lambda n: n.meta.get("group") == gid, g.nodes[i:])]
-            lines.append(f"    # fused {gid}: {', '.join(members)}")
-        group = gid
+    def line(i: int, node: Node, ind: str = "    ") -> list[str]:
         args = [names[id(v)] for v in node.inputs]
         args += [f"{k}={_literal(a)}" for k, a in node.attrs.items()]
         if len(node.outputs) == 1 and id(node.outputs[0]) in reuse:
             args.append(f"out={names[id(reuse[id(node.outputs[0])])]}")
         fn = f"np.{_UFUNCS[node.op].__name__}" if node.op in _UFUNCS else f"k.{node.op}"
         outs = ", ".join(names[id(v)] for v in node.outputs)
-        lines.append(f"    {outs} = {fn}({', '.join(args)}){_note(node)}")
+        out = [f"{ind}{outs} = {fn}({', '.join(args)}){_note(node)}"]
+        dead = dying(i, node)
+        if dead:
+            out.append(f"{ind}del {', '.join(dead)}")
+        return out
+
+    def dying(i: int, node: Node) -> list[str]:
         used = list(node.inputs) + ([reuse[id(node.outputs[0])]] if len(node.outputs) == 1
                                     and id(node.outputs[0]) in reuse else [])
         dead = [names[id(v)] for v in dict.fromkeys(used)
                 if last.get(id(v)) == i and id(v) not in keep and id(v) not in hoisted]
-        dead += [names[id(v)] for v in node.outputs if id(v) not in last and id(v) not in keep]  # never read
-        if dead:
-            lines.append(f"    del {', '.join(dead)}")
+        return dead + [names[id(v)] for v in node.outputs if id(v) not in last and id(v) not in keep]  # never read
+
+    lines = prelude + [f"def {fn_name}({', '.join(names[id(v)] for v in g.inputs)}):"]
+    group = None
+    i = 0
+    while i < len(g.nodes):
+        node = g.nodes[i]
+        if node.outputs and id(node.outputs[0]) in hoisted:
+            i += 1
+            continue
+        gid = node.meta.get("group")
+        if gid is not None and gid != group:
+            members = list(itertools.takewhile(lambda n: n.meta.get("group") == gid, g.nodes[i:]))
+            lines.append(f"    # fused {gid}: {', '.join(n.op for n in members)}")
+            if _chunkable(members, hoisted):
+                lines += _chunked(gid, i, members, names, taken, reuse, last, keep, line, dying)
+                group = gid
+                i += len(members)
+                continue
+        group = gid
+        lines += line(i, node)
+        i += 1
     outs = ", ".join(names[id(v)] for v in g.outputs)
     lines.append(f"    return ({outs}{',' if len(g.outputs) == 1 else ''})")
     source = "\n".join(lines) + "\n"
@@ -159,3 +177,80 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
     env = runtime_env()
     exec(compile(source, filename, "exec"), env)  # noqa: S102  (our own generated code)
     return source, with_blas_policy(env[fn_name])
+
+
+def _literal_names(ns: list[str]) -> str:
+    return "(" + ", ".join(ns) + ("," if len(ns) == 1 else "") + ")"
+
+
+def _chunkable(members: list[Node], hoisted: set[int]) -> bool:
+    """A fused group that can run chunk by chunk: ufuncs only, every operand of one shape (or a scalar), and
+    large enough to gain from it."""
+    if len(members) < 2:
+        return False
+    shape = members[0].outputs[0].type.shape if members[0].outputs else None
+    if shape is None or math.prod(shape) < chunks.MIN_ELEMENTS:
+        return False
+    for n in members:
+        if n.op not in _UFUNCS or n.attrs or len(n.outputs) != 1 or id(n.outputs[0]) in hoisted:
+            return False
+        if any(v.type.shape not in (shape, ()) for v in n.inputs) or n.outputs[0].type.shape != shape:
+            return False
+    return True
+
+
+def _chunked(gid: str, first: int, members: list[Node], names: dict[int, str], taken: set[str],
+             reuse: dict[int, Any], last: dict[int, int], keep: set[int], line: Callable, dying: Callable) -> list[str]:
+    """Lines running a _chunkable group chunk by chunk (see chunks.py), with the whole-array lines as fallback.
+
+    Inside the chunk function every array from outside the group is a flat view (a default argument of the
+    same name), values that live on after the group are written into full-size arrays, and the rest are
+    chunk-sized temporaries."""
+    end = first + len(members)
+    made = {id(n.outputs[0]) for n in members}
+    shape = members[0].outputs[0].type.shape
+    escapes = [n.outputs[0] for n in members if id(n.outputs[0]) in keep or last.get(id(n.outputs[0]), -1) >= end]
+    outer: dict[int, Any] = {}  # arrays from outside the group, full-size (read, or written through out=)
+    written: set[int] = set()
+    for n in members:
+        for v in n.inputs:
+            if id(v) not in made and v.type.shape == shape:
+                outer.setdefault(id(v), v)
+        r = reuse.get(id(n.outputs[0]))
+        if r is not None and id(r) not in made:
+            outer.setdefault(id(r), r)
+            written.add(id(r))
+    fresh = [v for v in escapes if reuse.get(id(v)) is None or id(reuse[id(v)]) in made]  # need a full array
+    fn = _ident(f"chunk_{gid}", taken)
+    reads = [names[id(v)] for v in outer.values()]
+    writes = [names[id(v)] for v in outer.values() if id(v) in written]
+    out = [f"    if chunks.fits({_literal_names(reads)}, {_literal_names(writes)}):"]
+    for v in fresh:
+        out.append(f"        {names[id(v)]} = np.empty({v.type.shape!r}, dtype=np.{np.dtype(v.type.dtype.np).name})")
+    flat = [names[id(v)] for v in outer.values()] + [names[id(v)] for v in fresh]
+    out.append(f"        def {fn}(s, e, {', '.join(f'{n}={n}.reshape(-1)' for n in flat)}):")
+    full = {names[id(v)] for v in fresh} | {names[id(v)] for v in outer.values()}
+    fresh_ids = {id(v) for v in fresh}
+    for n in members:
+        v = n.outputs[0]
+        args = [f"{names[id(a)]}[s:e]" if names[id(a)] in full else names[id(a)] for a in n.inputs]
+        r = reuse.get(id(v))
+        call = f"np.{_UFUNCS[n.op].__name__}"
+        if id(v) in fresh_ids:  # into its full-size array; later ops read its chunk as name[s:e]
+            out.append(f"            {call}({', '.join(args)}, out={names[id(v)]}[s:e])")
+            continue
+        if r is not None:
+            args.append(f"out={names[id(r)]}[s:e]" if names[id(r)] in full else f"out={names[id(r)]}")
+        out.append(f"            {names[id(v)]} = {call}({', '.join(args)})")
+    out.append(f"        chunks.run_chunks({fn}, {math.prod(shape)})")
+    bound = [v for v in escapes if id(v) not in fresh_ids]  # written into an outside buffer: that buffer
+    if bound:
+        out.append(f"        {', '.join(names[id(v)] for v in bound)} = "
+                   f"{', '.join(names[id(reuse[id(v)])] for v in bound)}")
+    dead = [d for i, n in enumerate(members, first) for d in dying(i, n)]
+    inside = {names[id(n.outputs[0])] for n in members} - {names[id(v)] for v in escapes}
+    out.append(f"        del {', '.join([fn] + [d for d in dead if d not in inside])}")
+    out.append("    else:")
+    for i, n in enumerate(members, first):
+        out += line(i, n, "        ")
+    return out

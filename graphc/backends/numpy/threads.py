@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from . import chunks
+
 _controller: Any = None
 
 
@@ -95,6 +97,7 @@ class AdaptiveThreads:
             one = self.choose()
             if one:
                 _set(libs, 1)
+                chunks.state["threads"] = 1  # chunked elementwise groups follow the same choice
             t0 = time.perf_counter()
             try:
                 return fn(*args)
@@ -102,6 +105,7 @@ class AdaptiveThreads:
                 dt = time.perf_counter() - t0
                 if one:
                     _set(libs, allowed)
+                    chunks.state["threads"] = chunks.THREADS
                 self.record(one, dt)
 
         run.__wrapped__ = fn  # type: ignore[attr-defined]
@@ -124,10 +128,12 @@ def with_blas_policy(fn: Callable[..., Any]) -> Callable[..., Any]:
     def pinned(*args: Any) -> Any:
         allowed = max(c.num_threads for c in libs)
         _set(libs, n)
+        chunks.state["threads"] = min(n, chunks.THREADS)
         try:
             return fn(*args)
         finally:
             _set(libs, allowed)
+            chunks.state["threads"] = chunks.THREADS
 
     pinned.__wrapped__ = fn  # type: ignore[attr-defined]
     return pinned
