@@ -9,6 +9,7 @@ import importlib
 
 import numpy as np
 import pytest
+from steps import train_step
 
 import graphc as gc
 from graphc import nn, optim
@@ -95,14 +96,7 @@ def test_an_sgd_momentum_step_on_large_weights_matches_the_whole_array_step(monk
             if not chunked:
                 m.setattr(codegen, "_chunkable", lambda *a: False)
 
-            @gc.compile
-            def step(x, y):
-                opt.zero_grad()
-                loss = ((model(x) - y) ** 2).mean()
-                loss.backward()
-                opt.step()
-                return loss
-
+            step = gc.compile(train_step(model, opt, nn.MSELoss()))
             rng = np.random.default_rng(3)
             for _ in range(3):
                 step(gc.tensor(rng.standard_normal((8, 40), dtype=np.float32)),
