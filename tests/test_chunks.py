@@ -109,3 +109,17 @@ def test_an_sgd_momentum_step_on_large_weights_matches_the_whole_array_step(monk
     assert "chunks.run_chunks" in src and "chunks.run_chunks" not in src_whole
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_chunks_use_one_thread_when_blas_is_limited_to_one(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not importlib.import_module("graphc.backends.numpy.threads")._blas():
+        pytest.skip("threadpoolctl cannot drive this numpy's BLAS: no thread policy to follow")
+    seen = []
+    monkeypatch.setattr(chunks, "run_chunks",
+                        lambda fn, n, _run=chunks.run_chunks: seen.append(chunks.state["threads"]) or _run(fn, n))
+    f = gc.compile(_chain)
+    x = gc.tensor(np.ones(N, np.float32))
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        f(x, x)
+    assert seen == [1] and chunks.state["threads"] == chunks.THREADS

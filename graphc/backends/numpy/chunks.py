@@ -7,8 +7,8 @@ core's cache from one op to the next, and the chunks are split between two threa
 the GIL inside ufunc loops), which torch's elementwise kernels get from OpenMP. Measured on the
 ResNet-18 update, 2-core EPYC: 17.4 ms whole-array, 14.6 ms chunked, 11.4 ms chunked on 2 threads.
 
-Generated code (graphc/backends/numpy/codegen.py) calls run_chunks only where fits() below holds; otherwise it runs the
-whole-array lines.
+Generated code (graphc/backends/numpy/codegen.py) calls run_chunks only where fits() below holds;
+otherwise it runs the whole-array lines.
 """
 from __future__ import annotations
 

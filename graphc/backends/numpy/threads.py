@@ -92,8 +92,12 @@ class AdaptiveThreads:
             if self.off:
                 return fn(*args)
             allowed = max(c.num_threads for c in libs)
-            if allowed == 1:
-                return fn(*args)
+            if allowed == 1:  # the caller limits BLAS to one thread (threadpool_limits(1)): chunks follow
+                chunks.state["threads"] = 1
+                try:
+                    return fn(*args)
+                finally:
+                    chunks.state["threads"] = chunks.THREADS
             one = self.choose()
             if one:
                 _set(libs, 1)
