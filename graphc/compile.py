@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
 import types
 from collections.abc import Callable
@@ -383,6 +384,8 @@ class Executable:
             elif s.kind == "hyper":
                 arrays.append(np.float64(s.ref()))
             else:
+                if self._device and s.ref._dev is None and _sole_owner(s.ref):
+                    s.ref._set_device(self._fn.place(len(arrays), s.ref._data))
                 arrays.append(value(s.ref))
         if self._donated:
             _own_donated(arrays, self._donated)
@@ -625,6 +628,20 @@ def _dtype(a: np.ndarray) -> Any:
 
 def _host_value(t: Tensor) -> np.ndarray:
     return t._data
+
+
+def _sole_owner(t: Tensor) -> bool:
+    """Whether t's numpy array is reachable through t alone: it owns its memory (no base) and nothing else
+    refers to it (no alias from detach()/.data, no view, no array the caller passed to from_numpy).
+
+    A jax step moves such a parameter, buffer or captured tensor to the device for good, as `model.to(device)`
+    would, instead of copying it host->device at every call (a frozen backbone's weights are never replaced by
+    the step, so they would otherwise stay on the host). Nobody can write the host array behind graphc's back,
+    and the first read of `_data` brings the value back (Tensor.__getattr__). A shared array stays where it is:
+    writes through its other holders must keep reaching the tensor."""
+    a = t._data
+    # references: the tensor's slot, `a`, getrefcount's argument
+    return a.base is None and sys.getrefcount(a) <= 3
 
 
 def _device_copy(a: Any) -> Any:

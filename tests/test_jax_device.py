@@ -247,3 +247,41 @@ def test_numpy_and_jax_steps_take_turns_on_one_model():
     ref = _params(ref_model)
     for k, v in _params(model).items():
         np.testing.assert_allclose(v, ref[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def _frozen_lenet_sum():
+    gc.manual_seed(0)
+    model = gc.models.LeNet()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, gc.compile(lambda x: model(x).sum(), backend="jax")
+
+
+def test_frozen_parameters_move_to_the_device_once():
+    """State a step reads but never replaces (a frozen backbone) goes to the device at the first call and stays:
+    the second call copies nothing host->device (jax's transfer guard would raise)."""
+    model, f = _frozen_lenet_sum()
+    x = gc.Tensor._on_device(jax.device_put(_data()[0].numpy()), gc.float32)
+    first = f(x).item()
+    assert all(p._dev is not None for p in model.parameters())
+    with jax.transfer_guard_host_to_device("disallow"):
+        assert f(x).item() == first
+    expect = gc.compile(lambda x: model(x).sum())(_data()[0]).item()  # numpy backend reads them back
+    np.testing.assert_allclose(first, expect, rtol=1e-5)
+    assert all(p._dev is None for p in model.parameters())
+
+
+def test_frozen_state_shared_with_other_arrays_stays_on_the_host():
+    """A parameter whose array someone else holds (from_numpy, a detached alias) keeps it: writes through the
+    other holder must reach the next step, as they do on the numpy backend."""
+    model, f = _frozen_lenet_sum()
+    shared = model.fc3.bias.numpy()  # the caller keeps the array
+    alias = model.fc2.bias.detach()
+    x = _data()[0]
+    f(x)
+    assert model.fc3.bias._dev is None and model.fc2.bias._dev is None and model.fc1.bias._dev is not None
+    shared += 1.0
+    alias.add_(2.0)
+    got = f(x).item()
+    np.testing.assert_allclose(got, gc.compile(lambda x: model(x).sum())(x).item(), rtol=1e-5)
+    assert shared is model.fc3.bias.numpy() and np.all(model.fc2.bias.numpy() == alias.numpy())

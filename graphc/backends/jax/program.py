@@ -18,6 +18,8 @@ convention (numpy arrays in, numpy arrays out) and XLA's:
   donated, so XLA may write the new values into the input buffers: a numpy array stays untouched
   (jax copies it to the device first); a device array held by a graphc tensor is consumed, and the
   Executable gives that tensor the new value. The device holds one copy of the state, not two.
+  State a step only reads (frozen parameters) is put on the device once (`place`) and kept there by
+  its tensor, when nothing else shares its numpy array (graphc.compile._sole_owner).
 * Results. `run` leaves every output on the device (graphc tensors hold them there, see
   Tensor._on_device, and copy to the host only when Python reads them); `__call__` gives the
   first n_host outputs as writeable numpy arrays of the graph's declared dtypes.
@@ -201,13 +203,19 @@ class JaxProgram:
         compiled = self.compile()
         with x64_scope(self.x64):
             if jax.process_count() > 1 and self.placement.mesh is not None:
-                # multi-host: every process passes the same global values (the whole batch, the same state) and
-                # copies to its own devices only the pieces they hold
-                arrays = tuple(a if isinstance(a, jax.Array) else
-                               jax.make_array_from_callback(np.shape(a), s, lambda idx, a=a: np.asarray(a)[idx])
+                arrays = tuple(a if isinstance(a, jax.Array) else _global_array(a, s)
                                for a, s in zip(arrays, self.in_shardings))
             outs = compiled(*arrays)
         return tuple(outs) if self._unorder is None else tuple(outs[j] for j in self._unorder)
+
+    def place(self, i: int, array: np.ndarray) -> jax.Array:
+        """Input i's value as a device array laid out as the program takes it (kept by the tensor for later
+        calls, so that state the step reads but never replaces is not copied to the device every time)."""
+        s = self.in_shardings[i]
+        with x64_scope(self.x64):
+            if jax.process_count() > 1 and self.placement.mesh is not None:
+                return _global_array(array, s)
+            return jax.device_put(array, s)
 
     def output_shardings(self) -> list[Any]:
         """The sharding XLA gave each output, in the graph's output order."""
@@ -222,6 +230,12 @@ class JaxProgram:
             a = np.array(a, dtype=t.dtype.np, copy=True)  # graphc tensors own writeable memory
             res.append(a)
         return tuple(res) + tuple(outs[self.n_host:])
+
+
+def _global_array(a: Any, s: jax.sharding.Sharding) -> jax.Array:
+    """Multi-host: every process passes the same global value (the whole batch, the same state) and copies to
+    its own devices only the pieces they hold."""
+    return jax.make_array_from_callback(np.shape(a), s, lambda idx: np.asarray(a)[idx])
 
 
 def build_programs(inputs: Sequence[Any], outputs: Sequence[Any], forward: Graph, backward: Graph | None,
