@@ -285,3 +285,73 @@ def test_frozen_state_shared_with_other_arrays_stays_on_the_host():
     got = f(x).item()
     np.testing.assert_allclose(got, gc.compile(lambda x: model(x).sum())(x).item(), rtol=1e-5)
     assert shared is model.fc3.bias.numpy() and np.all(model.fc2.bias.numpy() == alias.numpy())
+
+
+def _grads(model) -> dict[str, np.ndarray]:
+    return {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+
+
+def test_grads_stay_in_the_layout_xla_computed_them_in_and_read_back_right():
+    """A step's .grad outputs are nobody's input in the step, so XLA keeps a convolution's weight gradient in
+    its own (kh, kw, in, out) layout rather than transposing it for the output. Reading it, and feeding it to
+    programs compiled for row-major inputs (a step that accumulates into .grad, another compiled function),
+    must give torch's (out, in, kh, kw) values: the numpy backend is the oracle."""
+    results = {}
+    for backend in ("numpy", "jax"):
+        gc.manual_seed(0)
+        model = gc.models.LeNet()
+        opt = optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+        step = gc.compile(train_step(model, opt, nn.MSELoss()), backend=backend)
+
+        @gc.compile(backend=backend)
+        def accumulate(x, y):  # no zero_grad: backward adds to the .grads the last step left
+            nn.MSELoss()(model(x), y).backward()
+
+        norm = gc.compile(lambda: sum((p.grad ** 2).sum() for p in model.parameters()), backend=backend)
+        for i in range(3):
+            step(*_data(i))
+        if backend == "jax":
+            layouts = [p.grad._dev.format.layout.major_to_minor for p in model.parameters()]
+            if jax.devices()[0].platform == "cpu":
+                assert any(m != tuple(range(len(m))) for m in layouts)  # the feature is on
+        results[backend] = [norm().item()]
+        accumulate(*_data(3))
+        accumulate(*_data(4))
+        results[backend].append(norm().item())
+        results[backend].append(_grads(model))
+    for k in (0, 1):
+        np.testing.assert_allclose(results["jax"][k], results["numpy"][k], rtol=1e-4)
+    for n, g in results["numpy"][2].items():
+        np.testing.assert_allclose(results["jax"][2][n], g, rtol=1e-4, atol=1e-7, err_msg=n)
+
+
+def test_a_value_returned_twice_is_row_major_where_jax_says_so():
+    """A first step's momentum buffer is its .grad, one value returned twice; XLA would give both outputs the
+    free layout while jax labels the buffer row-major, and the next step would read it transposed. The
+    program checks the layouts it got and recompiles without free layouts when one is wrong."""
+    from graphc.backends.jax.program import JaxProgram
+
+    _, _, step = _model_and_step("jax")
+    x, y = _data(0)
+    step(x, y)
+    exe = next(iter(step._cache.values()))[0]
+    g = exe.graph
+    shared = [k for k, o in enumerate(exe.outputs) if o.kind == "grad"
+              and sum(v is g.outputs[k] for v in g.outputs) > 1]
+    assert shared  # the momentum buffers of the first step
+    arrays = [np.asarray(a) for a in exe._gather(exe._leaves((x, y), {}))]
+    ref = JaxProgram(g, "step")(*arrays)
+    prog = JaxProgram(g, "step", free_layout=shared)
+    assert prog.free_layout
+    prog.compile()
+    assert not prog.free_layout  # checked, then rebuilt without
+    # a program compiled for row-major inputs reads each output labelled row-major (every one but the .grads
+    # that were to be free) as its label says: the momentum buffers are the .grads' values
+    keep = [k for k, r in enumerate(ref) if k not in shared and r.dtype == np.float32]
+    run = prog.run(*arrays)
+    outs = [run[k] for k in keep]
+    reread = jax.jit(lambda *a: [v + 0 for v in a]).lower(*(jax.ShapeDtypeStruct(o.shape, o.dtype) for o in outs))
+    got = reread.compile()(*outs)
+    want = [ref[k] for k in keep]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), b)

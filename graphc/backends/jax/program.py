@@ -26,6 +26,7 @@ convention (numpy arrays in, numpy arrays out) and XLA's:
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import warnings
@@ -127,7 +128,7 @@ class JaxProgram:
 
     def __init__(self, g: Graph, name: str, placement: Placement | None = None, *, batched: Sequence[int] = (),
                  in_shardings: Sequence[Any] | None = None, donate: dict[int, int] | None = None,
-                 n_host: int | None = None,
+                 n_host: int | None = None, free_layout: Sequence[int] = (),
                  fn: Any = None):
         self.graph = g
         self.placement = placement or Placement()
@@ -144,6 +145,7 @@ class JaxProgram:
         host = self.placement.sharding(False)  # results and new state: whole on every device
         self.out_shardings = tuple(host if k < self.n_host or self.placement.mesh is None else None
                                    for k in range(len(g.outputs)))
+        self.free_layout = frozenset(free_layout)
         donate = donate or {}
         self.donate = tuple(sorted(donate))
         # jax pairs each output with the first donated input of the same shape and dtype, in output order; a step
@@ -153,6 +155,10 @@ class JaxProgram:
         first = [donate[i] for i in self.donate]
         self.order = first + [k for k in range(len(g.outputs)) if k not in donate.values()]
         self._unorder = [self.order.index(k) for k in range(len(g.outputs))] if first else None
+        self._jit(_auto_layout(host) if self.free_layout else None)
+
+    def _jit(self, free: Any) -> None:
+        """self.jitted, with the free_layout outputs in format `free` (None: every output row-major)."""
         fn = self.fn
         ordered = fn
         if self._unorder is not None:
@@ -160,8 +166,10 @@ class JaxProgram:
             def ordered(*a: Any) -> tuple:
                 outs = fn(*a)
                 return tuple(outs[k] for k in self.order)
-        self.jitted = jax.jit(ordered, in_shardings=self.in_shardings,
-                              out_shardings=tuple(self.out_shardings[k] for k in self.order),
+        if free is None:
+            self.free_layout = frozenset()
+        outs = tuple(free if k in self.free_layout else self.out_shardings[k] for k in self.order)
+        self.jitted = jax.jit(ordered, in_shardings=self.in_shardings, out_shardings=outs,
                               donate_argnums=self.donate)
         self._lowered: Any = None
         self._compiled: Any = None
@@ -180,7 +188,29 @@ class JaxProgram:
             lowered = self.lower()
             with x64_scope(self.x64):
                 self._compiled = lowered.compile()
+            if self.free_layout and not self._layouts_hold():
+                self._jit(None)
+                return self.compile()
         return self._compiled
+
+    def _layouts_hold(self) -> bool:
+        """Whether every output outside free_layout really is row-major in the compiled program. XLA gives one
+        value returned twice (a first step's momentum buffer is its .grad) the layout chosen for the free one,
+        while jax still labels the other row-major: the next program would read it transposed. Checked on the
+        executable's own output layouts; where they cannot be read, the program is rebuilt without free
+        layouts."""
+        try:
+            from jax.experimental.layout import Layout
+
+            got = self._compiled._executable.xla_executable.get_output_layouts()
+            for j, k in enumerate(self.order):
+                if k not in self.free_layout:
+                    order = tuple(Layout.from_pjrt_layout(got[j]).major_to_minor)
+                    if order != tuple(range(len(order))):
+                        return False
+        except Exception:  # noqa: BLE001  (jax internals moved: take the safe program)
+            return False
+        return True
 
     def as_text(self, dialect: str = "stablehlo") -> str:
         return self.lower().as_text(dialect=dialect)
@@ -205,7 +235,12 @@ class JaxProgram:
             if jax.process_count() > 1 and self.placement.mesh is not None:
                 arrays = tuple(a if isinstance(a, jax.Array) else _global_array(a, s)
                                for a, s in zip(arrays, self.in_shardings))
-            outs = compiled(*arrays)
+            try:
+                outs = compiled(*arrays)
+            except ValueError as e:  # an argument left by a free_layout output: checked before anything runs
+                if "layout" not in str(e):
+                    raise
+                outs = compiled(*self._relayout(arrays))
         return tuple(outs) if self._unorder is None else tuple(outs[j] for j in self._unorder)
 
     def place(self, i: int, array: np.ndarray) -> jax.Array:
@@ -216,6 +251,13 @@ class JaxProgram:
             if jax.process_count() > 1 and self.placement.mesh is not None:
                 return _global_array(array, s)
             return jax.device_put(array, s)
+
+    def _relayout(self, arrays: Sequence[Any]) -> list[Any]:
+        """The arguments, each device array in the layout this program was compiled for (a gradient that an
+        earlier program left in its convolution's layout, passed to a program that reads gradients)."""
+        want = self.compile().input_formats[0]
+        return [jax.device_put(a, f) if isinstance(a, jax.Array) and getattr(a, "format", f) != f else a
+                for a, f in zip(arrays, want)]
 
     def output_shardings(self) -> list[Any]:
         """The sharding XLA gave each output, in the graph's output order."""
@@ -230,6 +272,18 @@ class JaxProgram:
             a = np.array(a, dtype=t.dtype.np, copy=True)  # graphc tensors own writeable memory
             res.append(a)
         return tuple(res) + tuple(outs[self.n_host:])
+
+
+def _auto_layout(sharding: jax.sharding.Sharding) -> Any:
+    """An output format that lets XLA keep the layout it computed the value in (None on jax without the
+    layout API). A convolution's weight gradient comes out as (kh, kw, in, out) on the CPU; a `.grad` output in
+    torch's (out, in, kh, kw) order costs one more pass over every gradient (ResNet-18: 47 MB, ~10 ms a step),
+    while copying it to the host puts it in row-major order anyway."""
+    try:
+        from jax.experimental.layout import Format, Layout
+    except ImportError:
+        return None
+    return Format(Layout.AUTO, sharding)
 
 
 def _global_array(a: Any, s: jax.sharding.Sharding) -> jax.Array:
@@ -264,7 +318,13 @@ def build_programs(inputs: Sequence[Any], outputs: Sequence[Any], forward: Graph
                 and len(users.get(id(forward.inputs[i]), ())) <= 1:
             donate[i] = k
     name = "forward" if backward is not None else "step"
-    fwd = JaxProgram(forward, name, placement, batched=batched, donate=donate, n_host=len(outputs))
+    # .grad outputs are read by nobody in the step: XLA may leave them in the layout it computed them in
+    # (not a value that is another output as well, which must then be row-major: see _layouts_hold)
+    counts = collections.Counter(id(v) for v in forward.outputs)
+    grads = [k for k, o in enumerate(outputs) if o.kind == "grad" and counts[id(forward.outputs[k])] == 1] \
+        if placement.mesh is None else []
+    fwd = JaxProgram(forward, name, placement, batched=batched, donate=donate, n_host=len(outputs),
+                     free_layout=grads)
     if backward is None:
         return fwd, None
     n_saved = len(forward.outputs) - len(outputs)
