@@ -471,7 +471,7 @@ class Executable:
                         Tensor._make(old._data + np.asarray(a), None, arg.dtype)
                 else:
                     arg._set_device(a)
-                    arg._version += 1
+                    arg._vc[0] += 1
             elif slot.kind == "grad":
                 slot.ref.grad = Tensor._on_device(a, slot.ref.dtype)
             elif isinstance(slot.ref, tuple):  # new optimizer state: (optimizer, parameter, key)
@@ -479,7 +479,7 @@ class Executable:
                 opt.state[p][key] = Tensor._on_device(a, dt)
             else:  # update of a parameter, buffer or existing state
                 slot.ref._set_device(a)
-                slot.ref._version += 1
+                slot.ref._vc[0] += 1  # its _version
         # a result that is the very array of some state (a step returning an updated parameter) gets its own copy:
         # the state's array is donated to the next step, which would delete the result's value with it
         return [Tensor._on_device(_device_copy(a) if id(a) in state_ids else a, dt) for a, dt in results]

@@ -115,10 +115,8 @@ class Tensor:
 
     def _set_device(self, array: Any) -> None:
         """Replace this tensor's value by a device array (the write-back of a compiled jax step)."""
-        try:
+        if self._dev is None:  # a host value (the invariant: else `_data` is unset already)
             del self._data
-        except AttributeError:  # already device-held
-            pass
         self._dev, self._sym = array, None
 
     def _device_value(self) -> Any:
