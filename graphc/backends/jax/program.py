@@ -155,10 +155,13 @@ class JaxProgram:
         first = [donate[i] for i in self.donate]
         self.order = first + [k for k in range(len(g.outputs)) if k not in donate.values()]
         self._unorder = [self.order.index(k) for k in range(len(g.outputs))] if first else None
-        self._jit(_auto_layout(host) if self.free_layout else None)
+        self._jit()
 
-    def _jit(self, free: Any) -> None:
-        """self.jitted, with the free_layout outputs in format `free` (None: every output row-major)."""
+    def _jit(self) -> None:
+        """self.jitted, the free_layout outputs in the layout XLA picks (where jax has the layout API)."""
+        free = _auto_layout(self.placement.sharding(False)) if self.free_layout else None
+        if free is None:
+            self.free_layout = frozenset()
         fn = self.fn
         ordered = fn
         if self._unorder is not None:
@@ -166,8 +169,6 @@ class JaxProgram:
             def ordered(*a: Any) -> tuple:
                 outs = fn(*a)
                 return tuple(outs[k] for k in self.order)
-        if free is None:
-            self.free_layout = frozenset()
         outs = tuple(free if k in self.free_layout else self.out_shardings[k] for k in self.order)
         self.jitted = jax.jit(ordered, in_shardings=self.in_shardings, out_shardings=outs,
                               donate_argnums=self.donate)
@@ -189,7 +190,8 @@ class JaxProgram:
             with x64_scope(self.x64):
                 self._compiled = lowered.compile()
             if self.free_layout and not self._layouts_hold():
-                self._jit(None)
+                self.free_layout = frozenset()
+                self._jit()
                 return self.compile()
         return self._compiled
 
