@@ -295,6 +295,24 @@ def test_max_pool_indices_match_torch_on_windows_of_minus_infinity():
             np.testing.assert_array_equal(np.asarray(ji), ti.numpy())
 
 
+@pytest.mark.torch
+def test_max_pool_indices_match_torch_on_nan():
+    """torch's CPU kernel moves the index to every NaN a window holds (its last one) and not past it; the maxima
+    are NaN there. Equal values keep the first index."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    for k, s, p in [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 2), (1, 2), (1, 1)),
+                    ((1, 1), (1, 1), (0, 0))]:
+        x = rng.standard_normal((2, 3, 7, 8)).astype(np.float32)
+        x[rng.random(x.shape) < 0.15] = np.nan
+        x[rng.random(x.shape) < 0.1] = 1.0  # ties
+        to, ti = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, return_indices=True)
+        out, idx = KERNELS["max_pool2d_with_indices"](x, kernel_size=k, stride=s, padding=p)
+        assert np.isnan(out).any()
+        np.testing.assert_array_equal(out, to.numpy())
+        np.testing.assert_array_equal(idx, ti.numpy())
+
+
 class _FakeBlas:
     def __init__(self):
         self.num_threads = 2

@@ -106,26 +106,40 @@ def max_pool2d_with_indices(x, *, kernel_size, stride, padding):
     start = np.zeros((hq, wq), dtype=arg_t)
     start[:ho, :wo] = _first_valid(ho, sh, ph)[:, None] * kw + _first_valid(wo, sw, pw)
     arg_grid = np.empty((c * n, hq, wq), dtype=arg_t)
-    arg_grid[...] = start
-    arg = arg_grid.reshape(-1)[:span]
     m = np.empty(size, dtype=x.dtype)
-    hit = np.empty(span, dtype=bool)
-    step = np.empty(span, dtype=arg_t)
-    for k, key, shift in offs:
-        src = phases[key][shift:shift + span]
-        if k == 0:  # offset 0 is each window's first in-image one, or padding that never wins
-            np.copyto(m[:span], src)
-            continue
-        np.greater(src, m[:span], out=hit)  # strictly: an earlier equal maximum keeps its index
-        np.maximum(m[:span], src, out=m[:span])  # (maximum propagates NaN, like torch)
-        np.multiply(hit, arg_t(k), out=step)
-        np.maximum(arg, step, out=arg)  # offsets only grow: the last hit is the largest
-    del phases, hit, step
+    _window_max(phases, offs, span, start, arg_grid, m, nan_wins=False)
+    if np.issubdtype(x.dtype, np.floating) and np.isnan(m[:span]).any():
+        _window_max(phases, offs, span, start, arg_grid, m, nan_wins=True)  # rare: the slower rule
+    del phases
     lut = (np.arange(kh)[:, None] * w + np.arange(kw)).ravel()  # offset -> index shift within the plane
     base = (np.arange(ho) * sh - ph)[:, None] * w + (np.arange(wo) * sw - pw)
     idx = np.take(lut, arg_grid.reshape(c, n, hq, wq)[:, :, :ho, :wo])
     idx += base
     return _crop(m, c, n, hq, wq, (ho, wo)).transpose(1, 0, 2, 3), idx.transpose(1, 0, 2, 3)
+
+
+def _window_max(phases: dict, offs: list, span: int, start: np.ndarray, arg_grid: np.ndarray, m: np.ndarray,
+                nan_wins: bool) -> None:
+    """Running maximum into m and winning offset into arg_grid. A hit is a strictly greater value (an earlier
+    equal maximum keeps its index) or, with nan_wins, any NaN: torch's CPU kernel moves the index to every NaN it
+    meets (`val > maxval || isnan(val)`), so a window's index is its last NaN. Checking for NaN costs two more
+    passes per offset, so it runs only when a maximum came out NaN."""
+    arg_grid[...] = start
+    arg = arg_grid.reshape(-1)[:span]
+    hit = np.empty(span, dtype=bool)
+    step = np.empty(span, dtype=arg_grid.dtype)
+    nan = np.empty(span, dtype=bool) if nan_wins else None
+    for k, key, shift in offs:
+        src = phases[key][shift:shift + span]
+        if k == 0:  # offset 0 is each window's first in-image one, or padding that never wins
+            np.copyto(m[:span], src)
+            continue
+        np.greater(src, m[:span], out=hit)
+        if nan is not None:
+            np.logical_or(hit, np.isnan(src, out=nan), out=hit)
+        np.maximum(m[:span], src, out=m[:span])  # (maximum propagates NaN, like torch)
+        np.multiply(hit, arg_grid.dtype.type(k), out=step)
+        np.maximum(arg, step, out=arg)  # offsets only grow: the last hit is the largest
 
 
 @kernel("max_pool2d_indices_grad")
