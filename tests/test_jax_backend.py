@@ -375,10 +375,12 @@ def test_tampered_export_is_rejected(tmp_path):
 # ---- data parallel over 8 simulated devices -----------------------------------------------------------------------
 
 DATA_PARALLEL = textwrap.dedent("""
-    import warnings
+    import sys, warnings
     import numpy as np, jax
     import graphc as gc
     from graphc import nn, optim
+    sys.path.insert(0, "tests")
+    from steps import train_step
     assert jax.device_count() == 8, jax.devices()
 
     def train(**kw):
@@ -386,13 +388,7 @@ DATA_PARALLEL = textwrap.dedent("""
         model = gc.models.LeNet()
         opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
-        @gc.compile(backend="jax", **kw)
-        def step(x, y):
-            opt.zero_grad()
-            loss = nn.MSELoss()(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = gc.compile(train_step(model, opt, nn.MSELoss()), backend="jax", **kw)
 
         rng = np.random.default_rng(0)
         losses = [step(gc.tensor(rng.standard_normal((16, 1, 32, 32)).astype(np.float32)),

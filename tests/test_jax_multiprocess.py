@@ -27,18 +27,14 @@ WORKER = textwrap.dedent("""
     import numpy as np
     import graphc as gc
     from graphc import nn, optim
+    sys.path.insert(0, "tests")
+    from steps import train_step
 
     gc.manual_seed(0)
     model = gc.models.LeNet()
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
-    @gc.compile(backend="jax", data_parallel=rank >= 0)
-    def step(x, y):
-        opt.zero_grad()
-        loss = nn.MSELoss()(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = gc.compile(train_step(model, opt, nn.MSELoss()), backend="jax", data_parallel=rank >= 0)
 
     rng = np.random.default_rng(0)  # every process passes the same global batches
     losses = [step(gc.tensor(rng.standard_normal((8, 1, 32, 32)).astype(np.float32)),
