@@ -13,6 +13,7 @@ import numpy as np
 
 from .context import state
 from .dispatch import apply
+from .epoch import EPOCH
 from .errors import TraceError, guard_class, located, user_location
 from .hyper import Hyper
 from .ir.types import DType, TensorType, bool_, dtype_of, float32, int64, promote
@@ -61,7 +62,7 @@ def _axes(dim: Any, ndim: int) -> tuple[int, ...]:
 
 
 class Tensor:
-    __slots__ = ("_data", "_sym", "_dtype", "_requires_grad", "grad", "grad_fn", "_out_index", "_retains_grad",
+    __slots__ = ("_data", "_sym", "_dtype", "_requires_grad", "_grad", "grad_fn", "_out_index", "_retains_grad",
                  "_vc", "_base", "_view", "_accumulator", "_name", "_dev", "__weakref__")
 
     # torch gives the reflected operator priority to tensors over numpy arrays
@@ -81,7 +82,7 @@ class Tensor:
         self._sym = sym
         self._dtype = dtype
         self._requires_grad = False
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self.grad_fn: Any = None
         self._out_index = 0
         self._retains_grad = False
@@ -186,6 +187,20 @@ class Tensor:
         return "cpu"
 
     @property
+    def grad(self) -> Tensor | None:
+        return self._grad
+
+    @grad.setter
+    def grad(self, g: Tensor | None) -> None:
+        old = self._grad
+        # a gradient appearing, going or changing type changes compiled steps' cache keys (graphc/epoch.py); a
+        # step's new gradients replacing the last ones do not
+        if old is None or g is None or old._dtype is not g._dtype or old.shape != g.shape:
+            if old is not g:
+                EPOCH[0] += 1
+        self._grad = g
+
+    @property
     def is_leaf(self) -> bool:
         return self.grad_fn is None
 
@@ -203,6 +218,7 @@ class Tensor:
             raise RuntimeError(located(f"only Tensors of floating point dtype can require gradients "
                                        f"(got {self._dtype.name})"))
         self._requires_grad = bool(flag)
+        EPOCH[0] += 1  # compiled functions' cache keys hold every parameter's flag (graphc/epoch.py)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         self.requires_grad = requires_grad
@@ -228,6 +244,7 @@ class Tensor:
     @data.setter
     def data(self, value: Tensor) -> None:
         self._data, self._sym, self._dtype, self._dev = value._data, value._sym, value._dtype, None
+        EPOCH[0] += 1  # may change shape and dtype (graphc/epoch.py)
 
     def detach(self) -> Tensor:
         return self._traced_detach() if state.tracer is not None else self._alias()
@@ -245,6 +262,7 @@ class Tensor:
 
     def detach_(self) -> Tensor:
         self.grad_fn, self._requires_grad = None, False
+        EPOCH[0] += 1
         return self
 
     # ---- leaving the graph world ----------------------------------------------------------------
@@ -698,6 +716,8 @@ class Tensor:
             base, op, attrs = view
             base._inplace(_scatter_into(base, op, attrs, result))
             new = apply(op, (base,), attrs)
+            if new._requires_grad != self._requires_grad:
+                EPOCH[0] += 1
             self._data, self._sym, self.grad_fn, self._out_index, self._requires_grad, self._dev = \
                 new._data, new._sym, new.grad_fn, new._out_index, new._requires_grad, None
             return self
@@ -729,6 +749,8 @@ class Tensor:
                 self._data = self._data.copy()
             np.copyto(self._data, result._data)
         if result.grad_fn is not None:
+            if not self._requires_grad:
+                EPOCH[0] += 1
             self.grad_fn, self._out_index, self._requires_grad = result.grad_fn, result._out_index, True
         self._version += 1
         return self

@@ -111,7 +111,7 @@ def find_state_owners(fn: Callable, args: tuple, reached: dict[str, Any] | None 
     for i, a in enumerate(args):
         cands.setdefault(f"arg{i}", a)
     for k, v in list(cands.items()):  # one attribute deep into plain objects: cfg.model, trainer.opt, cfg.w
-        if _plain_object(v):
+        if plain_object(v):
             for a, x in vars(v).items():
                 cands.setdefault(f"{k}.{a}", x)
     modules = {k: v for k, v in cands.items() if hasattr(v, "named_parameters") and hasattr(v, "named_buffers")}
@@ -122,7 +122,7 @@ def find_state_owners(fn: Callable, args: tuple, reached: dict[str, Any] | None 
     return modules, optims
 
 
-def _plain_object(v: Any) -> bool:
+def plain_object(v: Any) -> bool:
     """An instance of a user class (a config, a trainer): not a module, class, function, tensor or state owner."""
     return (hasattr(v, "__dict__") and not isinstance(v, (type, ModuleType, FunctionType, MethodType, Tensor))
             and not hasattr(v, "named_parameters") and not hasattr(v, "param_groups") and not callable(v))

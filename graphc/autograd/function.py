@@ -177,7 +177,7 @@ def _modified_class() -> type:
 
         def __init__(self, t: Any, why: str) -> None:  # not Tensor.__init__: there is no value at all
             self._why, self._shape, self._dtype = why, tuple(t.shape), t._dtype
-            self._requires_grad, self.grad, self.grad_fn, self._out_index = t._requires_grad, None, t.grad_fn, \
+            self._requires_grad, self._grad, self.grad_fn, self._out_index = t._requires_grad, None, t.grad_fn, \
                 t._out_index
             self._retains_grad, self._vc, self._base, self._accumulator, self._name = False, t._vc, None, None, None
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..context import module_scope
+from ..epoch import EPOCH, ObservedDict
 from ..errors import guard_class
 from ..ir.types import DType, dtype_of
 from ..tensor import Tensor
@@ -63,10 +64,11 @@ class Module:
             raise TypeError(f"{type(self).__name__}.__init__() got unexpected arguments")
         d = self.__dict__
         d["training"] = True
-        d["_parameters"] = {}
-        d["_buffers"] = {}
+        # observed: a change moves graphc.epoch.EPOCH, so compiled functions notice it without a full check
+        d["_parameters"] = ObservedDict()
+        d["_buffers"] = ObservedDict()
         d["_non_persistent_buffers_set"] = set()
-        d["_modules"] = {}
+        d["_modules"] = ObservedDict()
         d["_forward_hooks"] = {}
         d["_forward_pre_hooks"] = {}
         d["_graphc_name"] = ""  # the attribute name under the parent module; "" for a root
@@ -147,6 +149,7 @@ class Module:
     register_module = add_module
 
     def __setattr__(self, name: str, value: Any) -> None:
+        EPOCH[0] += 1  # training, settings, parameters: compiled functions' cache keys (graphc/epoch.py)
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
@@ -196,6 +199,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:
+        EPOCH[0] += 1
         for store in (self._parameters, self._buffers, self._modules):
             if name in store:
                 del store[name]

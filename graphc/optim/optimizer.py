@@ -6,7 +6,6 @@ update as ordinary ops on parameters and state tensors and can functionalize it.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from copy import deepcopy
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..autograd import enable_grad, no_grad
 from ..context import phase
+from ..epoch import EPOCH, ObservedDict, ObservedList, ObservedState, ParamGroup, observed_groups, observed_state
 from ..errors import guard_class
 from ..tensor import Tensor
 
@@ -30,8 +30,8 @@ required = _Required()
 class Optimizer:
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = defaults
-        self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
-        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[Tensor, dict[str, Any]] = ObservedState()
+        self.param_groups: list[dict[str, Any]] = ObservedList()
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {type(params).__name__}")
@@ -59,7 +59,7 @@ class Optimizer:
                 raise TypeError(f"optimizer can only optimize Tensors, but one of the params is {type(p).__name__}")
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor")
-        group = dict(param_group, params=params)
+        group = ParamGroup(param_group, params=ObservedList(params))
         for k, v in self.defaults.items():
             if v is required and k not in group:
                 raise ValueError(f"parameter group didn't specify a value of required optimization parameter {k}")
@@ -68,6 +68,15 @@ class Optimizer:
         if any(id(p) in seen for p in params):
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(group)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """param_groups and state stay observed containers, whatever is assigned (graphc/epoch.py)."""
+        if name == "param_groups":
+            value = observed_groups(value)
+        elif name == "state":
+            value = observed_state(value)
+        EPOCH[0] += 1
+        object.__setattr__(self, name, value)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -118,12 +127,12 @@ class Optimizer:
                              "optimizer's group")
         id_map = {pid: p for g, s in zip(groups, saved, strict=True)
                   for pid, p in zip(s["params"], g["params"], strict=True)}
-        new_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        new_state: dict[Tensor, dict[str, Any]] = ObservedState()
         for pid, st in state_dict["state"].items():
             if pid not in id_map:
                 continue
             p = id_map[pid]
-            new_state[p] = {k: _state_value(v, p, k) for k, v in st.items()}
+            new_state[p] = ObservedDict((k, _state_value(v, p, k)) for k, v in st.items())
         self.state = new_state
         self.param_groups = [dict(deepcopy({k: v for k, v in s.items() if k != "params"}), params=g["params"])
                              for g, s in zip(groups, saved, strict=True)]

@@ -30,7 +30,7 @@ import collections
 import contextlib
 import functools
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -44,15 +44,20 @@ from .codegen import generate
 _WIDE = ("float64", "int64")
 
 
-@contextlib.contextmanager
-def x64_scope(enabled: bool) -> Iterator[None]:
-    """jax's 64-bit mode switched on or off for this block only (jax.enable_x64 where it exists, else
-    jax.experimental.enable_x64), so a float64 graph never flips the process-wide setting."""
+def x64_scope(enabled: bool) -> contextlib.AbstractContextManager:
+    """jax's 64-bit mode switched on or off for one block only, so a float64 graph never flips the
+    process-wide setting: jax's own context manager, returned as it is (every step enters one)."""
+    return _ENABLE_X64(enabled)
+
+
+def _enable_x64() -> Callable[[bool], contextlib.AbstractContextManager]:
     enable = getattr(jax, "enable_x64", None)
     if enable is None:  # jax < 0.6
         from jax.experimental import enable_x64 as enable
-    with enable(enabled):
-        yield
+    return enable
+
+
+_ENABLE_X64 = _enable_x64()
 
 
 def needs_x64(g: Graph) -> bool:
@@ -229,21 +234,30 @@ class JaxProgram:
         """numpy (or jax) arrays in; the first n_host outputs back as numpy arrays, the rest as jax arrays."""
         return self.to_host(self.run(*arrays))
 
-    def run(self, *arrays: Any) -> tuple:
+    def run(self, *arrays: Any, placed: bool = False) -> tuple:
         """numpy or jax arrays in, every output as the jax array XLA computed (nothing copied to the host):
-        what graphc's Executable calls, so state stays on the device between steps."""
-        compiled = self.compile()
-        with x64_scope(self.x64):
-            if jax.process_count() > 1 and self.placement.mesh is not None:
-                arrays = tuple(a if isinstance(a, jax.Array) else _global_array(a, s)
-                               for a, s in zip(arrays, self.in_shardings))
-            try:
-                outs = compiled(*arrays)
-            except ValueError as e:  # an argument left by a free_layout output: checked before anything runs
-                if "layout" not in str(e):
-                    raise
-                outs = compiled(*self._relayout(arrays))
+        what graphc's Executable calls, so state stays on the device between steps. placed: every argument is
+        a jax array of the program's type already (as a step's state kept on the device and its hyperparameters
+        are): jax's 64-bit mode, which only decides how host values convert, is then left as it is (entering
+        it costs a step at batch 1 several microseconds)."""
+        compiled = self._compiled if self._compiled is not None else self.compile()
+        if placed:
+            outs = self._call(compiled, arrays)
+        else:
+            with x64_scope(self.x64):
+                if jax.process_count() > 1 and self.placement.mesh is not None:
+                    arrays = tuple(a if isinstance(a, jax.Array) else _global_array(a, s)
+                                   for a, s in zip(arrays, self.in_shardings))
+                outs = self._call(compiled, arrays)
         return tuple(outs) if self._unorder is None else tuple(outs[j] for j in self._unorder)
+
+    def _call(self, compiled: Any, arrays: Sequence[Any]) -> Any:
+        try:
+            return compiled(*arrays)
+        except ValueError as e:  # an argument left by a free_layout output: checked before anything runs
+            if "layout" not in str(e):
+                raise
+            return compiled(*self._relayout(arrays))
 
     def place(self, i: int, array: np.ndarray) -> jax.Array:
         """Input i's value as a device array laid out as the program takes it (kept by the tensor for later
