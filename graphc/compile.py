@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
 import threading
 import types
 from collections.abc import Callable
@@ -25,10 +24,11 @@ from .autograd.function import GradFn, check_watched, watch_saved
 from .callpath import FastCalls, deep_attrs
 from .callpath import run_generated as _run
 from .context import gc_paused, state
-from .epoch import EPOCH, HYPERS, numeric
+from .device_io import DeviceIO
+from .epoch import EPOCH, numeric
 from .errors import api_boundary, guard_class
 from .ir.graph import Graph
-from .ir.types import TensorType, dtype_of
+from .ir.types import dtype_of
 from .ops.registry import OpDef
 from .passes.autodiff import differentiate
 from .passes.manager import PassRecord, run_passes
@@ -84,8 +84,10 @@ def _describe(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
             desc[f"{var}.param_groups[{gi}]"] = (("params", tuple(id(p) for p in group["params"])),) + hyper
         for p, st in opt.state.items():
             pname = names.get(id(p), f"param@{id(p)}")
+            # the tensors by identity too: the executable reads and updates these very objects (a buffer
+            # replaced, a loaded state_dict, state cleared and made again needs a new one)
             desc[f"{var}.state[{pname}]"] = tuple(
-                (k, (v.shape, v.dtype.name) if isinstance(v, Tensor) else v) for k, v in st.items())
+                (k, (id(v), v.shape, v.dtype.name) if isinstance(v, Tensor) else v) for k, v in st.items())
     return desc
 
 
@@ -306,9 +308,8 @@ class Executable:
     def _setup(self, graph: Graph, backward: Graph | None, cotangents: list[int]) -> None:
         self.graph, self.bwd_graph = graph, backward
         self._bwd = None
+        self._single = self.out_tree == "*" and self.out_static == [None]  # the output is one tensor
         self._donated: list[int] = []  # inputs whose buffers the generated code overwrites with their new value
-        self._hypers: dict[int, tuple[float, Any]] = {}  # jax: input index -> (value, its device scalar)
-        self._hyper_arrays: list[Any] = []
         if getattr(self, "backend", "numpy") == "jax":  # one jitted XLA program per graph, compiled now
             from .backends.jax.program import Placement, build_programs
 
@@ -325,19 +326,7 @@ class Executable:
                     p.compile()
             self._fn, self._bwd = progs
             self._device = True  # outputs stay on the device (JaxProgram.run), held by tensors (Tensor._on_device)
-            self._in_plan = [(_HYPER if s.kind == "hyper" else _SEED if s.kind == "seed" else _ARG if s.kind == "arg"
-                              else _GRAD if s.kind == "grad" else _STATE, s.ref) for s in self.inputs]
-            self._keep_plan = [(_OTHER, o, v.type.dtype) if isinstance(o.ref, (int, tuple)) else
-                               (_GRAD, o.ref, v.type) if o.kind == "grad" else
-                               (_RESULT if o.kind == "result" else _UPDATE, o.ref, v.type.dtype)
-                               for o, v in zip(self.outputs, graph.outputs)]
-            # a result that is an input or the new value of some state may come back as that very array (jax
-            # forwards inputs on some versions): only then is each result compared with the state arrays
-            state_values = {id(v) for o, v in zip(self.outputs, graph.outputs) if o.kind != "result"}
-            state_values.update(id(v) for v in graph.inputs)
-            self._results_alias = any(id(v) in state_values for o, v in zip(self.outputs, graph.outputs)
-                                      if o.kind == "result")
-            self._hypers_at = (-1, -1)  # (HYPERS[0], EPOCH[0]) when the hyperparameter inputs were last read
+            self._io = DeviceIO(self.inputs, self.outputs, graph, self._fn)  # graphc/device_io.py
             self.source = "\n".join(p.source for p in progs if p is not None)
         else:
             from .backends.numpy.codegen import generate
@@ -381,7 +370,7 @@ class Executable:
 
     def _gather(self, leaves: list[Any]) -> list[Any]:
         if self._device:
-            return self._gather_device(leaves)[0]
+            return self._io.gather(leaves)[0]
         arrays = []
         for s in self.inputs:
             if s.kind == "arg":
@@ -398,56 +387,6 @@ class Executable:
             _own_donated(arrays, self._donated)
         return arrays
 
-    def _gather_device(self, leaves: list[Any]) -> tuple[list[Any], bool]:
-        """The jax backend's inputs, and whether every one is a device array already: a tensor's device array
-        where it has one (state left there by the last step). A tensor that alone holds its numpy array
-        (_sole_owner) moves to the device at its first call and stays there, as after `model.to(device)`: an
-        argument or state the step reads but never replaces (a batch passed again, a frozen parameter) is then
-        not copied host->device at every call. So is each hyperparameter: its device scalar is kept while its
-        value stays the same (read again only after some param group's number was set, or anything else
-        changed: graphc.epoch)."""
-        if self._hypers_at[0] != HYPERS[0] or self._hypers_at[1] != EPOCH[0]:
-            self._read_hypers()
-        hypers = iter(self._hyper_arrays)
-        arrays, placed = [], True
-        for i, (code, ref) in enumerate(self._in_plan):
-            if code == _STATE:
-                t = ref
-            elif code == _ARG:
-                t = leaves[ref]
-            elif code == _HYPER:
-                arrays.append(next(hypers))
-                continue
-            elif code == _GRAD:
-                d = ref.grad._device_value()
-                placed = placed and type(d) is not np.ndarray
-                arrays.append(d)
-                continue
-            else:
-                arrays.append(np.int64(factories._rng.integers(0, 2**62)))
-                placed = False
-                continue
-            d = t._dev
-            if d is None:
-                if _sole_owner(t):
-                    d = self._fn.place(i, t._data)
-                    t._set_device(d)
-                else:
-                    d, placed = t._data, False
-            arrays.append(d)
-        return arrays, placed
-
-    def _read_hypers(self) -> None:
-        at, out = (HYPERS[0], EPOCH[0]), []
-        for i, (code, read) in enumerate(self._in_plan):
-            if code == _HYPER:
-                v = read()
-                last = self._hypers.get(i)
-                if last is None or last[0] != v:
-                    last = self._hypers[i] = (v, self._fn.place(i, np.float64(v)))
-                out.append(last[1])
-        self._hyper_arrays, self._hypers_at = out, at
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves = self._leaves(args, kwargs)
         self._check_state_is_new()
@@ -458,7 +397,7 @@ class Executable:
         back. The call path (graphc/callpath.py) comes here directly when nothing can have changed."""
         device = self._device and not state.anomaly  # anomaly mode interprets the graph in numpy
         if device:
-            arrays, placed = self._gather_device(leaves)
+            arrays, placed = self._io.gather(leaves)
             outs = self._fn.run(*arrays, placed=placed)
         else:
             arrays = self._gather(leaves)
@@ -466,7 +405,7 @@ class Executable:
         n_out = len(self.outputs)
         saved = outs[n_out:]
         # every output is computed before anything is written back: a failing call changes nothing
-        results = self._keep_on_device(leaves, outs[:n_out]) if device else self._write_back(leaves, outs[:n_out])
+        results = self._io.write_back(leaves, outs[:n_out]) if device else self._write_back(leaves, outs[:n_out])
         if self._bwd is not None and state.grad_enabled:
             result_pos = [i for i, o in enumerate(self.outputs) if o.kind == "result"]
             diff_results = [results[result_pos.index(k)] for k in self._cotangents]
@@ -476,7 +415,7 @@ class Executable:
             # device-saved values share no memory with any tensor's numpy array: nothing to watch
             watch = [] if device else watch_saved(every + results, saved)
             GradFn.record(self._op, {"saved": saved, "watch": watch}, ins, diff_results)
-        if self.out_tree == "*" and self.out_static == [None]:  # one tensor (a loss)
+        if self._single:  # one tensor (a loss)
             return results[0]
         return rebuild_outputs(self.out_tree, self.out_static, results)
 
@@ -521,40 +460,6 @@ class Executable:
                 slot.ref._data, slot.ref._sym, slot.ref._dev = a, None, None
                 slot.ref._version += 1
         return results
-
-    def _keep_on_device(self, leaves: list[Any], outs: Any) -> list[Tensor]:
-        """jax outputs, left on the device: results become device-held tensors, the rest replace the state they
-        update (its tensors then hold the new device arrays, donated to the next step)."""
-        results = []
-        for (code, ref, dt), a in zip(self._keep_plan, outs):
-            if code == _UPDATE:  # of a parameter, buffer or existing state
-                if ref._dev is None:
-                    ref._set_device(a)
-                else:  # (the steady state: a device array replaces the last one)
-                    ref._dev = a
-                ref._vc[0] += 1  # its _version
-            elif code == _GRAD:
-                _device_grad(ref, a, dt)  # (dt: the gradient's TensorType)
-            elif code == _RESULT:
-                results.append((a, dt))
-            elif isinstance(ref.ref, int):  # (ref: the slot) the argument passed at this call
-                arg = leaves[ref.ref]
-                if ref.kind == "grad":  # accumulates into an existing .grad, as backward() does
-                    old = arg.grad
-                    arg.grad = Tensor._on_device(a, arg.dtype) if old is None else \
-                        Tensor._make(old._data + np.asarray(a), None, arg.dtype)
-                else:
-                    arg._set_device(a)
-                    arg._vc[0] += 1
-            else:  # new optimizer state: (optimizer, parameter, key)
-                opt, p, key = ref.ref
-                opt.state[p][key] = Tensor._on_device(a, dt)
-        if self._results_alias:
-            # a result that is the very array of some state (a step returning an updated parameter) gets its own
-            # copy: the state's array is donated to the next step, which would delete the result's value with it
-            state_ids = {id(a) for (code, _, _), a in zip(self._keep_plan, outs) if code != _RESULT}
-            return [Tensor._on_device(_device_copy(a) if id(a) in state_ids else a, dt) for a, dt in results]
-        return [Tensor._on_device(a, dt) for a, dt in results]
 
     def _vjp(self, ctx: Any, *gouts: Any) -> tuple:
         if ctx.history:
@@ -696,54 +601,6 @@ def _own_donated(arrays: list[Any], donated: list[int]) -> None:
 
 def _dtype(a: np.ndarray) -> Any:
     return dtype_of(a.dtype)
-
-
-def _sole_owner(t: Tensor) -> bool:
-    """Whether t's numpy array is reachable through t alone: it owns its memory (no base) and nothing else
-    refers to it (no alias from detach()/.data, no view, no array the caller passed to from_numpy).
-
-    A jax step moves such an argument, parameter, buffer or captured tensor to the device for good, as
-    `model.to(device)` would, instead of copying it host->device at every call (a frozen backbone's weights
-    are never replaced by the step, so they would otherwise stay on the host; nor is a batch passed again).
-    Nobody can write the host array behind graphc's back, and the first read of `_data` brings the value back
-    (Tensor.__getattr__). A shared array stays where it is: writes through its other holders must keep
-    reaching the tensor."""
-    a = t._data
-    # references: the tensor's slot, `a`, getrefcount's argument
-    return a.base is None and sys.getrefcount(a) <= 3
-
-
-# how _gather_device reads each input: an argument, captured state (parameter, buffer, tensor, optimizer state),
-# a captured parameter's .grad, a hyperparameter, a random seed; how _keep_on_device writes each output back: a
-# result, an update of captured state, a captured parameter's new .grad, anything else (an argument's update or
-# .grad, new optimizer state)
-_ARG, _STATE, _GRAD, _HYPER, _SEED, _RESULT, _UPDATE, _OTHER = range(8)
-
-
-def _device_grad(p: Tensor, a: Any, t: TensorType) -> None:
-    """p.grad = a device-held tensor of a, from a jax step. The last step's gradient tensor takes the new value
-    itself when nobody else can see it: no other reference or weak reference, and still on the device (never
-    read, so no alias or view of its value exists). That is indistinguishable from torch's new .grad tensor,
-    without building one per parameter per step (LeNet at batch 1: 10 of a step's 30 write-backs)."""
-    old, dt = p._grad, t.dtype
-    if old is not None and old._dtype is dt:
-        d = old._dev
-        if d is not None and d.shape == t.shape:
-            # references: p's slot, `old`, getrefcount's argument
-            if sys.getrefcount(old) <= 3 and old.__weakref__ is None and old.grad_fn is None \
-                    and not old._requires_grad:
-                old._dev = a
-                old._vc[0] += 1
-            else:
-                p._grad = Tensor._on_device(a, dt)  # the same type as before: no change to any cache key
-            return
-    p.grad = Tensor._on_device(a, dt)
-
-
-def _device_copy(a: Any) -> Any:
-    import jax.numpy as jnp
-
-    return jnp.array(a, copy=True)
 
 
 # ---- the decorator ----------------------------------------------------------------------------------

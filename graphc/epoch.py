@@ -152,10 +152,18 @@ class ParamGroup(ObservedDict):
 
 
 class ObservedState(ObservedDict):
-    """An optimizer's state: parameter -> its ObservedDict of named state, created on first access as
-    torch's defaultdict(dict) does."""
+    """An optimizer's state: parameter -> its ObservedDict of named state (a plain dict put in is copied into
+    one), created on first access as torch's defaultdict(dict) does."""
 
     __slots__ = ()
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        dict.__init__(self)
+        for p, s in dict(*a, **k).items():
+            dict.__setitem__(self, p, _observed(s))
+
+    def __setitem__(self, p: Any, s: Any) -> None:
+        ObservedDict.__setitem__(self, p, _observed(s))
 
     def __missing__(self, p: Any) -> ObservedDict:
         d = ObservedDict()
@@ -163,14 +171,46 @@ class ObservedState(ObservedDict):
         return d
 
 
-def observed_groups(groups: Any) -> ObservedList:
+def _observed(s: Any) -> Any:
+    return ObservedDict(s) if type(s) is dict else s
+
+
+def param_group(g: Any) -> ParamGroup:
+    """A group as a ParamGroup whose params are an ObservedList (a plain dict put into param_groups is copied
+    into one: writes to it must keep moving the counts)."""
+    if isinstance(g, ParamGroup) and isinstance(g.get("params"), ObservedList):
+        return g
+    return ParamGroup(g, params=ObservedList(g["params"])) if isinstance(g, dict) and "params" in g else g
+
+
+class GroupList(ObservedList):
+    """An optimizer's param_groups: every group put in becomes a ParamGroup."""
+
+    __slots__ = ()
+
+    def __setitem__(self, i: Any, v: Any) -> None:
+        ObservedList.__setitem__(self, i, [param_group(g) for g in v] if isinstance(i, slice) else param_group(v))
+
+    def __iadd__(self, other: Any) -> GroupList:
+        return ObservedList.__iadd__(self, [param_group(g) for g in other])
+
+    def append(self, v: Any) -> None:
+        ObservedList.append(self, param_group(v))
+
+    def extend(self, vs: Any) -> None:
+        ObservedList.extend(self, [param_group(g) for g in vs])
+
+    def insert(self, i: int, v: Any) -> None:
+        ObservedList.insert(self, i, param_group(v))
+
+
+def observed_groups(groups: Any) -> GroupList:
     """param_groups as observed containers (each group a ParamGroup, its params an ObservedList)."""
-    return ObservedList(g if isinstance(g, ParamGroup) and isinstance(g.get("params"), ObservedList)
-                        else ParamGroup(g, params=ObservedList(g["params"])) for g in groups)
+    return groups if isinstance(groups, GroupList) else GroupList(param_group(g) for g in groups)
 
 
 def observed_state(state: Any) -> ObservedState:
-    return ObservedState((p, s if isinstance(s, ObservedDict) else ObservedDict(s)) for p, s in state.items())
+    return state if isinstance(state, ObservedState) else ObservedState(state)
 
 
 _MISSING = object()

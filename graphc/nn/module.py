@@ -53,6 +53,9 @@ class RemovableHandle:
         self.hooks.pop(self.id, None)
 
 
+_OBSERVED = frozenset({"_parameters", "_buffers", "_modules"})
+
+
 class Module:
     """Base class of all layers and models (torch.nn.Module)."""
 
@@ -179,6 +182,8 @@ class Module:
                                 "(graphc Tensor or None expected)")
             self._buffers[name] = value
         else:
+            if name in _OBSERVED and type(value) is not ObservedDict and isinstance(value, dict):
+                value = ObservedDict(value)  # (model._modules = {...}: later writes must keep moving EPOCH)
             object.__setattr__(self, name, value)
 
     @staticmethod

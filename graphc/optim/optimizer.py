@@ -14,7 +14,7 @@ import numpy as np
 
 from ..autograd import enable_grad, no_grad
 from ..context import phase
-from ..epoch import EPOCH, ObservedDict, ObservedList, ObservedState, ParamGroup, observed_groups, observed_state
+from ..epoch import EPOCH, ObservedState, observed_groups, observed_state
 from ..errors import guard_class
 from ..tensor import Tensor
 
@@ -30,8 +30,8 @@ required = _Required()
 class Optimizer:
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = defaults
-        self.state: dict[Tensor, dict[str, Any]] = ObservedState()
-        self.param_groups: list[dict[str, Any]] = ObservedList()
+        self.state: dict[Tensor, dict[str, Any]] = {}
+        self.param_groups: list[dict[str, Any]] = []  # (observed containers: see __setattr__)
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {type(params).__name__}")
@@ -59,7 +59,7 @@ class Optimizer:
                 raise TypeError(f"optimizer can only optimize Tensors, but one of the params is {type(p).__name__}")
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor")
-        group = ParamGroup(param_group, params=ObservedList(params))
+        group = dict(param_group, params=params)
         for k, v in self.defaults.items():
             if v is required and k not in group:
                 raise ValueError(f"parameter group didn't specify a value of required optimization parameter {k}")
@@ -132,7 +132,7 @@ class Optimizer:
             if pid not in id_map:
                 continue
             p = id_map[pid]
-            new_state[p] = ObservedDict((k, _state_value(v, p, k)) for k, v in st.items())
+            new_state[p] = {k: _state_value(v, p, k) for k, v in st.items()}
         self.state = new_state
         self.param_groups = [dict(deepcopy({k: v for k, v in s.items() if k != "params"}), params=g["params"])
                              for g, s in zip(groups, saved, strict=True)]
