@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import operator
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -160,6 +161,9 @@ class JaxProgram:
         first = [donate[i] for i in self.donate]
         self.order = first + [k for k in range(len(g.outputs)) if k not in donate.values()]
         self._unorder = [self.order.index(k) for k in range(len(g.outputs))] if first else None
+        # the program's outputs back in graph order, in one C call per step (one output: a 1-tuple)
+        self._in_graph_order = (lambda outs: (outs[self._unorder[0]],)) if first and len(g.outputs) == 1 else \
+            operator.itemgetter(*self._unorder) if first else tuple
         self._jit()
 
     def _jit(self) -> None:
@@ -249,7 +253,7 @@ class JaxProgram:
                     arrays = tuple(a if isinstance(a, jax.Array) else _global_array(a, s)
                                    for a, s in zip(arrays, self.in_shardings))
                 outs = self._call(compiled, arrays)
-        return tuple(outs) if self._unorder is None else tuple(outs[j] for j in self._unorder)
+        return self._in_graph_order(outs)
 
     def _call(self, compiled: Any, arrays: Sequence[Any]) -> Any:
         try:
