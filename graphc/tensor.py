@@ -190,8 +190,7 @@ class Tensor:
     def grad(self) -> Tensor | None:
         return self._grad
 
-    @grad.setter
-    def grad(self, g: Tensor | None) -> None:
+    def _set_grad(self, g: Tensor | None) -> None:
         old = self._grad
         # a gradient appearing, going or changing type changes compiled steps' cache keys (graphc/epoch.py); a
         # step's new gradients replacing the last ones do not
@@ -199,6 +198,10 @@ class Tensor:
             if old is not g:
                 EPOCH[0] += 1
         self._grad = g
+
+    _set_grad._graphc_boundary = True  # type: ignore[attr-defined]  (raises nothing: no error boundary, a
+    #                                    call layer fewer on every `.grad =` of every backward and zero_grad)
+    grad = grad.setter(_set_grad)
 
     @property
     def is_leaf(self) -> bool:
