@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from steps import train_step
 
 import graphc as gc
 from graphc import callpath, epoch, nn, optim
@@ -56,15 +57,7 @@ def _make(build=_mlp, seed=0, lr=0.1, momentum=0.9):
     gc.manual_seed(seed)
     model = build()
     opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = ((model(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, opt, step
+    return model, opt, train_step(model, opt, lambda pred, y: ((pred - y) ** 2).mean())
 
 
 def _batches(n, x_shape=(6, 4), y_shape=(6, 3), seed=1):
