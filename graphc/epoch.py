@@ -29,10 +29,6 @@ EPOCH = [0]
 HYPERS = [0]
 
 
-def bump() -> None:
-    EPOCH[0] += 1
-
-
 class ObservedDict(dict):
     """A dict whose every change moves EPOCH (reads stay dict's own C code)."""
 
