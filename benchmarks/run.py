@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py: import as the benchma
 
 import numpy as np  # noqa: E402
 
-from benchmarks.workloads import ENGINES, WORKLOADS, Workload  # noqa: E402
+from benchmarks.workloads import ENGINES, EXTRA_ENGINES, WORKLOADS, Workload  # noqa: E402
 
 TARGETS = {  # issue 7: graphc time / torch time must be at most this
     "resnet18_b1": 0.5, "resnet18_b16": 1.0, "frozen_b1": 1.0, "lenet_b64": 0.5, "tiny_seed": 0.5}
@@ -185,18 +185,20 @@ def _fmt_ms(s: float | None) -> str:
 
 def report(built: list[Workload], med: dict, engines: list[str]) -> list[str]:
     cols = [e for e in engines if any((w.name, e) in med for w in built)]
+    same_work = "jax-grads" in cols  # graphc-jax against the hand-written step doing what it does
     lines = ["| workload | " + " | ".join(f"{e} ms" for e in cols) + " | graphc/torch | target | graphc/jax "
-             "| graphc-jax/jax (issue 6: <= 1.05x) |", "|---|" + "---|" * (len(cols) + 4)]
+             "| graphc-jax/jax (issue 6: <= 1.05x) |" + (" graphc-jax/jax-grads |" if same_work else ""),
+             "|---|" + "---|" * (len(cols) + 4 + same_work)]
     for w in built:
         g, t, j = med.get((w.name, "graphc")), med.get((w.name, "torch")), med.get((w.name, "jax"))
-        gj = med.get((w.name, "graphc-jax"))
+        gj, jg = med.get((w.name, "graphc-jax")), med.get((w.name, "jax-grads"))
         ratio = f"{g / t:.2f}x" if g and t else "-"
         target = TARGETS.get(w.name)
         ok = "" if not (g and t and target) else (" met" if g / t <= target else " MISSED")
         jax_ratio = "-" if not (gj and j) else f"{gj / j:.2f}x " + ("met" if gj / j <= JAX_TARGET else "MISSED")
         lines.append(f"| {w.name} | " + " | ".join(_fmt_ms(med.get((w.name, e))) for e in cols)
                      + f" | {ratio} | {f'<= {target}x{ok}' if target else '-'} | {f'{g / j:.2f}x' if g and j else '-'} "
-                     f"| {jax_ratio} |")
+                     f"| {jax_ratio} |" + ((f" {gj / jg:.2f}x |" if gj and jg else " - |") if same_work else ""))
     firsts = [w for w in built if w.first_call]
     if firsts:
         lines += ["", "first call, seconds (graphc: trace + passes + codegen/XLA compile + one step; "
@@ -212,9 +214,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from {', '.join(WORKLOADS)}")
     ap.add_argument("--engines", default=",".join(ENGINES),
-                    help=f"comma-separated, from {', '.join(ENGINES)}; graphc-1t and torch-1t run graphc or torch "
-                         "with one thread (the default columns let graphc choose its BLAS threads per step, see "
-                         "graphc/backends/numpy/threads.py, and torch use its default)")
+                    help=f"comma-separated, from {', '.join(ENGINES + EXTRA_ENGINES)}; graphc-1t and torch-1t run "
+                         "graphc or torch with one thread (the default columns let graphc choose its BLAS threads per "
+                         "step, see graphc/backends/numpy/threads.py, and torch use its default); jax-grads is the "
+                         "hand-written jax step returning its gradients too, as graphc's step leaves them in .grad")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=6,
                     help="untimed steps per engine first (graphc settles its BLAS threads)")

@@ -3,7 +3,9 @@
 A workload builds, for each engine it can, a zero-argument callable that runs ONE step
 (forward, backward, optimizer update) and returns something small to block on. Engines:
 graphc (numpy backend), graphc-jax (gc.compile(..., backend="jax"), skipped if it raises),
-torch (eager, when installed) and jax (a hand-written jax.jit step, when jax is installed).
+torch (eager, when installed) and jax (a hand-written jax.jit step, when jax is installed);
+jax-grads, on request, is that step returning its gradients as well (what graphc's step gives
+back in every parameter's .grad): the same work as graphc-jax, for reading where its time goes.
 Weights start from graphc's initialisation and are copied into the other engines, so every
 engine runs the same arithmetic on the same numbers.
 """
@@ -186,8 +188,15 @@ def _jax_resnet18(params: dict, x: Any, train_state: dict) -> tuple[Any, dict]:
     return x @ params["fc.weight"].T + params["fc.bias"], new_state
 
 
+def _jax_columns(w: Workload, engines: set[str], forward: Callable, loss_fn: Callable, params: dict, state: dict,
+                 trainable: set[str], x: np.ndarray, y: np.ndarray) -> None:
+    for engine, grads in (("jax", False), ("jax-grads", True)):
+        if engine in engines:
+            _try(w, engine, lambda g=grads: _jax_sgd_step(forward, loss_fn, params, state, trainable, x, y, g))
+
+
 def _jax_sgd_step(forward: Callable, loss_fn: Callable, params: dict, state: dict, trainable: set[str],
-                  x: np.ndarray, y: np.ndarray) -> Step:
+                  x: np.ndarray, y: np.ndarray, return_grads: bool = False) -> Step:
     import jax
     import jax.numpy as jnp
 
@@ -206,12 +215,13 @@ def _jax_sgd_step(forward: Callable, loss_fn: Callable, params: dict, state: dic
         (lv, new_st), grads = jax.value_and_grad(loss, has_aux=True)(train, frozen, st, x, y)
         bufs = {k: 0.9 * bufs[k] + grads[k] for k in train}
         train = {k: train[k] - 1e-2 * bufs[k] for k in train}
-        return lv, train, {**st, **new_st}, bufs
+        return lv, train, {**st, **new_st}, bufs, grads if return_grads else None
 
-    box = {"train": train, "st": st, "bufs": bufs}
+    box = {"train": train, "st": st, "bufs": bufs, "grads": None}
 
     def run() -> float:
-        lv, box["train"], box["st"], box["bufs"] = step(box["train"], frozen, box["st"], box["bufs"], jx, jy)
+        lv, box["train"], box["st"], box["bufs"], box["grads"] = step(box["train"], frozen, box["st"], box["bufs"],
+                                                                      jx, jy)
         return float(lv)
 
     return run
@@ -254,11 +264,9 @@ def resnet18(batch: int, engines: set[str]) -> Workload:
             tm = _load_torch(_torch_resnet_cls()(), state)
             return _torch_step(tm, tm.parameters(), lambda p, t: (p - t).sum(), x, y)
         _try(w, "torch", build_torch)
-    if "jax" in engines:
-        params = {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
-        bn_state = {k: v for k, v in state.items() if "running" in k}
-        _try(w, "jax", lambda: _jax_sgd_step(_jax_resnet18, lambda p, t: (p - t).sum(), params, bn_state,
-                                            set(params), x, y))
+    params = {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
+    bn_state = {k: v for k, v in state.items() if "running" in k}
+    _jax_columns(w, engines, _jax_resnet18, lambda p, t: (p - t).sum(), params, bn_state, set(params), x, y)
     return w
 
 
@@ -281,11 +289,10 @@ def frozen(batch: int, engines: set[str]) -> Workload:
                 p.requires_grad = n.startswith("fc.")
             return _torch_step(tm, tm.fc.parameters(), lambda p, t: (p - t).sum(), x, y)
         _try(w, "torch", build_torch)
-    if "jax" in engines:
-        params = {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
-        bn_state = {k: v for k, v in state.items() if "running" in k}
-        _try(w, "jax", lambda: _jax_sgd_step(_jax_resnet18, lambda p, t: (p - t).sum(), params, bn_state,
-                                            {"fc.weight", "fc.bias"}, x, y))
+    params = {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
+    bn_state = {k: v for k, v in state.items() if "running" in k}
+    _jax_columns(w, engines, _jax_resnet18, lambda p, t: (p - t).sum(), params, bn_state, {"fc.weight", "fc.bias"},
+                 x, y)
     return w
 
 
@@ -324,9 +331,7 @@ def lenet(batch: int, engines: set[str]) -> Workload:
             tm = _load_torch(TorchLeNet(), state)
             return _torch_step(tm, tm.parameters(), tnn.MSELoss(), x, y)
         _try(w, "torch", build_torch)
-    if "jax" in engines:
-        _try(w, "jax", lambda: _jax_sgd_step(_jax_lenet, lambda p, t: ((p - t) ** 2).mean(), state, {}, set(state),
-                                            x, y))
+    _jax_columns(w, engines, _jax_lenet, lambda p, t: ((p - t) ** 2).mean(), state, {}, set(state), x, y)
     return w
 
 
@@ -380,7 +385,8 @@ WORKLOADS: dict[str, Callable[[set[str]], Workload]] = {
     "lenet_b16": lambda e: lenet(16, e),
     "tiny_seed": tiny,
 }
-ENGINES = ("graphc", "graphc-jax", "torch", "jax")
+ENGINES = ("graphc", "graphc-jax", "torch", "jax")  # the default columns
+EXTRA_ENGINES = ("graphc-1t", "torch-1t", "jax-grads")  # on request (--engines)
 
 
 def graphc_step_for(name: str) -> Workload:

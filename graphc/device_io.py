@@ -17,7 +17,6 @@ import numpy as np
 from . import factories
 from .epoch import EPOCH, HYPERS
 from .ir.graph import Graph
-from .ir.types import TensorType
 from .tensor import Tensor
 
 
@@ -34,7 +33,7 @@ class DeviceIO:
         self.hyper_arrays: list[Any] = []
         self.hypers_at = (-1, -1)  # (HYPERS[0], EPOCH[0]) when the hyperparameter inputs were last read
         # outputs by what they replace: (output index, tensor) for an update of captured state, (index,
-        # parameter, the gradient's type) for a captured parameter's .grad; anything else (an argument's
+        # parameter, the gradient's dtype) for a captured parameter's .grad; anything else (an argument's
         # update or .grad, new optimizer state) keeps its slot, in output order
         self.updates, self.grads, self.others, self.results = [], [], [], []
         for k, (o, v) in enumerate(zip(outputs, graph.outputs)):
@@ -43,7 +42,7 @@ class DeviceIO:
             elif isinstance(o.ref, (int, tuple)):
                 self.others.append((k, o, v.type.dtype))
             elif o.kind == "grad":
-                self.grads.append((k, o.ref, v.type))
+                self.grads.append((k, o.ref, v.type.dtype))
             else:
                 self.updates.append((k, o.ref))
         # a result that is an input or the new value of some state may come back as that very array (jax
@@ -111,8 +110,20 @@ class DeviceIO:
             else:  # (the steady state: a device array replaces the last one)
                 t._dev = outs[k]
             t._vc[0] += 1  # its _version
-        for k, p, typ in self.grads:
-            _device_grad(p, outs[k], typ)
+        for k, p, dt in self.grads:
+            # A captured parameter's new .grad. The last step's gradient tensor takes the new value itself when
+            # nobody else can see it: still on the device (never read, so no alias or view of its value exists),
+            # plain, no other reference (p's slot, `old`, getrefcount's argument) or weak reference. That is
+            # indistinguishable from torch's new .grad tensor, without building one per parameter per step
+            # (LeNet: 10 of a step's 30 write-backs). Its shape needs no check: this executable was chosen for
+            # p.grad's type (the cache key holds it); the setter moves EPOCH only if the type changes.
+            old = p._grad
+            if old is not None and old._dev is not None and old._dtype is dt and not old._requires_grad \
+                    and old.__weakref__ is None and sys.getrefcount(old) <= 3:
+                old._dev = outs[k]
+                old._vc[0] += 1
+            else:
+                p.grad = Tensor._on_device(outs[k], dt)
         for k, slot, dt in self.others:
             a = outs[k]
             if isinstance(slot.ref, int):  # the argument passed at this call
@@ -155,26 +166,6 @@ def _sole_owner(t: Tensor) -> bool:
     a = t._data
     # references: the tensor's slot, `a`, getrefcount's argument
     return a.base is None and sys.getrefcount(a) <= 3
-
-
-def _device_grad(p: Tensor, a: Any, t: TensorType) -> None:
-    """p.grad = a device-held tensor of a. The last step's gradient tensor takes the new value itself when
-    nobody else can see it: no other reference or weak reference, and still on the device (never read, so no
-    alias or view of its value exists). That is indistinguishable from torch's new .grad tensor, without
-    building one per parameter per step (LeNet: 10 of a step's 30 write-backs)."""
-    old, dt = p._grad, t.dtype
-    if old is not None and old._dtype is dt:
-        d = old._dev
-        if d is not None and d.shape == t.shape:
-            # references: p's slot, `old`, getrefcount's argument
-            if sys.getrefcount(old) <= 3 and old.__weakref__ is None and old.grad_fn is None \
-                    and not old._requires_grad:
-                old._dev = a
-                old._vc[0] += 1
-            else:
-                p._grad = Tensor._on_device(a, dt)  # the same type as before: no change to any cache key
-            return
-    p.grad = Tensor._on_device(a, dt)
 
 
 def _device_copy(a: Any) -> Any:

@@ -192,7 +192,7 @@ def test_small_buffers_are_left_to_numpy():
 
 
 def test_malloc_tuning_is_once_per_process_and_can_be_turned_off(monkeypatch):
-    from graphc.backends.numpy import allocator
+    from graphc.backends import allocator
 
     monkeypatch.setattr(allocator, "_done", None)
     monkeypatch.setenv("GRAPHC_MALLOC", "off")

@@ -40,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 
 from ...ir.graph import Graph
 from ...ir.types import TensorType
+from ..allocator import keep_freed_memory
 from .codegen import generate
 
 _WIDE = ("float64", "int64")
@@ -136,6 +137,7 @@ class JaxProgram:
                  in_shardings: Sequence[Any] | None = None, donate: dict[int, int] | None = None,
                  n_host: int | None = None, free_layout: Sequence[int] = (),
                  fn: Any = None):
+        keep_freed_memory()
         self.graph = g
         self.placement = placement or Placement()
         self.source, self.fn = generate(g, name)

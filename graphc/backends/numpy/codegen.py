@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ...ir.graph import Graph, Node
+from ..allocator import keep_freed_memory
 from . import chunks
-from .allocator import keep_freed_memory
 from .elementwise import _UFUNCS
 from .registry import KERNELS
 from .threads import with_blas_policy
