@@ -355,3 +355,34 @@ def test_a_value_returned_twice_is_row_major_where_jax_says_so():
     want = [ref[k] for k in keep]
     for a, b in zip(got, want):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_item_reads_a_device_value_where_it_is():
+    """`.item()` of a jax step's loss gives the numpy backend's number without a host copy of the tensor;
+    a device value of more than one element is refused as torch refuses it."""
+    _, _, s_np = _model_and_step("numpy")
+    _, _, s_jx = _model_and_step("jax")
+    x, y = _data()
+    want, loss = s_np(x, y).item(), s_jx(x, y)
+    assert loss._dev is not None
+    got = loss.item()
+    assert isinstance(got, float) and loss._dev is not None  # still on the device: nothing was materialized
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    pair = gc.compile(lambda t: t * 2, backend="jax")(gc.ones(2))
+    assert pair._dev is not None
+    with pytest.raises(RuntimeError, match="a Tensor with 2 elements cannot be converted to Scalar"):
+        pair.item()
+
+
+def test_a_jax_program_keeps_freed_buffers_in_the_process(monkeypatch):
+    """XLA's CPU buffers come from malloc: building a jax program tunes it as the numpy backend does
+    (graphc/backends/allocator.py), unless GRAPHC_MALLOC=off."""
+    from graphc.backends import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "_done", None)
+    monkeypatch.setenv("GRAPHC_MALLOC", "off")
+    real = allocator.keep_freed_memory
+    monkeypatch.setattr("graphc.backends.jax.program.keep_freed_memory", lambda: calls.append(real()) or calls[-1])
+    gc.compile(lambda t: t + 1, backend="jax")(gc.ones(3))
+    assert calls == [False]  # asked once, and turned off by the environment
