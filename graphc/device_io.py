@@ -33,7 +33,7 @@ class DeviceIO:
         self.hyper_arrays: list[Any] = []
         self.hypers_at = (-1, -1)  # (HYPERS[0], EPOCH[0]) when the hyperparameter inputs were last read
         # outputs by what they replace: (output index, tensor) for an update of captured state, (index,
-        # parameter, the gradient's dtype) for a captured parameter's .grad; anything else (an argument's
+        # parameter, the gradient's dtype and shape) for a captured parameter's .grad; anything else (an argument's
         # update or .grad, new optimizer state) keeps its slot, in output order
         self.updates, self.grads, self.others, self.results = [], [], [], []
         for k, (o, v) in enumerate(zip(outputs, graph.outputs)):
@@ -42,7 +42,7 @@ class DeviceIO:
             elif isinstance(o.ref, (int, tuple)):
                 self.others.append((k, o, v.type.dtype))
             elif o.kind == "grad":
-                self.grads.append((k, o.ref, v.type.dtype))
+                self.grads.append((k, o.ref, v.type.dtype, v.type.shape))
             else:
                 self.updates.append((k, o.ref))
         # a result that is an input or the new value of some state may come back as that very array (jax
@@ -110,16 +110,17 @@ class DeviceIO:
             else:  # (the steady state: a device array replaces the last one)
                 t._dev = outs[k]
             t._vc[0] += 1  # its _version
-        for k, p, dt in self.grads:
+        for k, p, dt, shape in self.grads:
             # A captured parameter's new .grad. The last step's gradient tensor takes the new value itself when
             # nobody else can see it: still on the device (never read, so no alias or view of its value exists),
             # plain, no other reference (p's slot, `old`, getrefcount's argument) or weak reference. That is
             # indistinguishable from torch's new .grad tensor, without building one per parameter per step
-            # (LeNet: 10 of a step's 30 write-backs). Its shape needs no check: this executable was chosen for
-            # p.grad's type (the cache key holds it); the setter moves EPOCH only if the type changes.
+            # (LeNet: 10 of a step's 30 write-backs). Otherwise the setter gives p a new tensor (and moves EPOCH
+            # if the type changed).
             old = p._grad
-            if old is not None and old._dev is not None and old._dtype is dt and not old._requires_grad \
-                    and old.__weakref__ is None and sys.getrefcount(old) <= 3:
+            d = None if old is None else old._dev
+            if d is not None and old._dtype is dt and not old._requires_grad and old.__weakref__ is None \
+                    and sys.getrefcount(old) <= 3 and d.shape == shape:
                 old._dev = outs[k]
                 old._vc[0] += 1
             else:
