@@ -9,8 +9,8 @@ takes its buffers from malloc too: a jax step's new parameters, gradients and ac
 and more were mapped and unmapped at every call (freeing one 256 KiB result cost ~14 us against ~1 us
 from the heap, and a call writing 30 of them took 2.2 ms against 0.6 ms).
 
-On the first compiled function of either backend, graphc raises glibc's mmap threshold to its maximum (32 MiB) and
-its trim threshold to 1 GiB (mallopt), so buffers of a step are reused from the heap. The price
+On the first compiled function of either backend, graphc raises glibc's mmap threshold to its
+maximum (32 MiB) and its trim threshold to 1 GiB (mallopt), so buffers of a step are reused from the heap. The price
 is that the process keeps its high-water mark of heap memory mapped, as allocator-backed runtimes
 (PyTorch with jemalloc, XLA's BFC allocator) do. GRAPHC_MALLOC=off leaves malloc alone; the
 glibc tunables (GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...) set explicitly take precedence.
