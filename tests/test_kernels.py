@@ -14,8 +14,17 @@ from graphc.backends.numpy.elementwise import clamp, relu, rsqrt, where
 
 try:
     from graphc.backends.jax import run_op_jax
+    from graphc.backends.jax.program import x64_scope
 except ImportError:  # the jax comparisons skip
     run_op_jax = None
+
+
+def _jax_pool(x, **attrs):
+    """The jax lowering's (maxima, indices), run as in a graph with int64 indices (jax's 64-bit mode on)."""
+    with x64_scope(True):
+        out, idx = run_op_jax("max_pool2d_with_indices", [x], attrs)
+        alone = run_op_jax("max_pool2d", [x], attrs)
+        return np.asarray(out), np.asarray(idx), np.asarray(alone)
 
 # ---- references: loops over output positions in float64, the definitions themselves ------------------
 
@@ -290,15 +299,15 @@ def test_max_pool_indices_match_torch_on_windows_of_minus_infinity():
         np.testing.assert_array_equal(out, to.numpy())
         np.testing.assert_array_equal(idx, ti.numpy())
         if run_op_jax is not None:  # the jax lowering makes the same choice
-            jo, ji = run_op_jax("max_pool2d_with_indices", [x], {"kernel_size": k, "stride": s, "padding": p})
-            np.testing.assert_array_equal(np.asarray(jo), to.numpy())
-            np.testing.assert_array_equal(np.asarray(ji), ti.numpy())
+            jo, ji, _ = _jax_pool(x, kernel_size=k, stride=s, padding=p)
+            np.testing.assert_array_equal(jo, to.numpy())
+            np.testing.assert_array_equal(ji, ti.numpy())
 
 
 @pytest.mark.torch
 def test_max_pool_indices_match_torch_on_nan():
     """torch's CPU kernel moves the index to every NaN a window holds (its last one) and not past it; the maxima
-    are NaN there. Equal values keep the first index."""
+    are NaN there. Equal values keep the first index. (XLA's own max-reductions on CPU may drop a NaN.)"""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
     for k, s, p in [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 2), (1, 2), (1, 1)),
@@ -311,6 +320,11 @@ def test_max_pool_indices_match_torch_on_nan():
         assert np.isnan(out).any()
         np.testing.assert_array_equal(out, to.numpy())
         np.testing.assert_array_equal(idx, ti.numpy())
+        if run_op_jax is not None:  # tiling windows and the general path of the jax lowering alike
+            jo, ji, alone = _jax_pool(x, kernel_size=k, stride=s, padding=p)
+            np.testing.assert_array_equal(jo, to.numpy())
+            np.testing.assert_array_equal(ji, ti.numpy())
+            np.testing.assert_array_equal(alone, to.numpy())
 
 
 class _FakeBlas:

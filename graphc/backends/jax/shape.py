@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from .lowering import PRECISION, lowering
 
@@ -48,5 +49,9 @@ def cat(*xs: jax.Array, axis: int) -> jax.Array:
 
 
 @lowering("matmul")
-def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.matmul(a, b, precision=PRECISION)
+def matmul(a: jax.Array, b: jax.Array, *, transpose_a: bool = False, transpose_b: bool = False) -> jax.Array:
+    """a @ b; the flags (set by codegen.transposed_dots, 2-d operands only) read a or b transposed in place."""
+    if not (transpose_a or transpose_b):
+        return jnp.matmul(a, b, precision=PRECISION)
+    dims = (((0 if transpose_a else 1,), (1 if transpose_b else 0,)), ((), ()))
+    return lax.dot_general(a, b, dims, precision=PRECISION)
