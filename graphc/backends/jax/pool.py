@@ -6,6 +6,7 @@ it at the indices otherwise.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -101,10 +102,27 @@ def _winners(x: jax.Array, kernel_size: Pair, stride: Pair, padding: Pair) -> tu
     return out, jnp.where(inside, r * w + q, first.astype(np.int32))
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _pool(x: jax.Array, kernel_size: tuple, stride: tuple, padding: tuple) -> tuple[jax.Array, jax.Array]:
+    return _winners(x, kernel_size, stride, padding)
+
+
+@_pool.defjvp
+def _pool_jvp(kernel_size: tuple, stride: tuple, padding: tuple, primals: tuple, tangents: tuple) -> tuple:
+    """A window's maximum moves with its winner: the tangent there. (jax cannot differentiate the reduction over
+    (value, position) pairs itself; with this rule jax.vjp of the lowering scatters to the winners, an oracle
+    for graphc's own max_pool2d_indices_grad in tests/test_ops.py.)"""
+    (x,), (dx,) = primals, tangents
+    out, idx = _pool(x, kernel_size, stride, padding)
+    n, c = x.shape[:2]
+    dout = jnp.take_along_axis(dx.reshape(n, c, -1), idx.reshape(n, c, -1), axis=2).reshape(out.shape)
+    return (out, idx), (dout, np.zeros(idx.shape, jax.dtypes.float0))
+
+
 @lowering("max_pool2d_with_indices")
 def max_pool2d_with_indices(x: jax.Array, *, kernel_size: Pair, stride: Pair, padding: Pair
                             ) -> tuple[jax.Array, jax.Array]:
-    out, idx = _winners(x, kernel_size, stride, padding)
+    out, idx = _pool(x, tuple(kernel_size), tuple(stride), tuple(padding))
     return out, idx.astype(jnp.int64)
 
 
@@ -112,7 +130,7 @@ def max_pool2d_with_indices(x: jax.Array, *, kernel_size: Pair, stride: Pair, pa
 def max_pool2d(x: jax.Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> jax.Array:
     """The maxima alone (XLA drops the positions): NaN propagates as in torch, which XLA's CPU max-reductions
     do not always do (a vectorized max keeps the number when the NaN comes second)."""
-    return _winners(x, kernel_size, stride, padding)[0]
+    return _pool(x, tuple(kernel_size), tuple(stride), tuple(padding))[0]
 
 
 @lowering("max_pool2d_indices_grad")
