@@ -128,8 +128,8 @@ def max_pool2d_with_indices(x: jax.Array, *, kernel_size: Pair, stride: Pair, pa
 
 @lowering("max_pool2d")
 def max_pool2d(x: jax.Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> jax.Array:
-    """The maxima alone (XLA drops the positions): NaN propagates as in torch, which XLA's CPU max-reductions
-    do not always do (a vectorized max keeps the number when the NaN comes second)."""
+    """The maxima alone (XLA drops the positions): NaN propagates as in torch, which reduce_window's max, jitted
+    on XLA's CPU backend, did not always do (a NaN at a window's first element came through, others not)."""
     return _pool(x, tuple(kernel_size), tuple(stride), tuple(padding))[0]
 
 
