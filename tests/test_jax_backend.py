@@ -449,11 +449,16 @@ def test_data_parallel_8_devices_matches_one_device(data_parallel_run):
                                                    # ResNet's: padding inside the convolution, input cropped
                                                    ((8, 8), (3, 3), 2, 1, 1), ((8, 8), (1, 1), 2, 0, 1),
                                                    ((9, 9), (7, 7), 2, 3, 1), ((6, 6), (3, 3), 1, 1, 1),
-                                                   ((1, 1), (1, 1), 3, 1, 1)])
+                                                   ((1, 1), (1, 1), 3, 1, 1),
+                                                   # kernels wider than the image (or the gradient's map):
+                                                   # padded by a copy, not inside XLA's convolution
+                                                   ((2, 2), (3, 3), 1, 1, 1), ((4, 4), (3, 3), 2, 1, 1),
+                                                   ((3, 2), (5, 3), 2, 2, 1), ((2, 3), (3, 3), 1, 2, 2),
+                                                   ((1, 1), (3, 3), 1, 1, 1)])
 def test_conv_gradients_where_the_stride_leaves_rows_unread(hw, k, stride, pad, dil):
     """XLA's transposed convolution once aborted the whole process here (fuzz seed 1340); the gradients'
     exact-fit convolutions (graphc/backends/jax/conv.py) must agree with the numpy backend for every
-    way the stride and padding leave rows unread."""
+    way the stride and padding leave rows unread, and so must the forward value."""
     import graphc.nn.functional as F
 
     rng = np.random.default_rng(0)
@@ -463,8 +468,9 @@ def test_conv_gradients_where_the_stride_leaves_rows_unread(hw, k, stride, pad, 
         x, w = gc.tensor(x0, requires_grad=True), gc.tensor(w0, requires_grad=True)
         f = gc.compile(lambda x, w: (F.conv2d(x, w, stride=stride, padding=pad, dilation=dil) ** 2).sum(),
                        backend=backend)
-        f(x, w).backward()
-        grads[backend] = (x.grad.numpy(), w.grad.numpy())
+        out = f(x, w)
+        out.backward()
+        grads[backend] = (out.item(), x.grad.numpy(), w.grad.numpy())
     for a, b in zip(grads["numpy"], grads["jax"]):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-11)
 
