@@ -1,8 +1,8 @@
 """graphc (numpy backend) against PyTorch eager and jax.jit on the workloads of issue 7.
 
 Every engine runs the same step from the same initial weights. Rounds are interleaved in one
-process (round r times each workload on each engine once), so a burst of load from other
-processes hits every engine alike; figures are medians over rounds, ratios are graphc's median
+process (round r times each workload on each engine once, the engines in a new order each round),
+so a burst of load from other processes hits every engine alike; figures are medians over rounds, ratios are graphc's median
 over the other engine's. Peak memory is measured per engine in a fresh process (see
 benchmarks/memory.py: peak RSS above the between-steps baseline; tracemalloc for graphc too).
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -157,7 +158,11 @@ def run(names: list[str], engines: set[str], rounds: int, warmup: int) -> tuple[
     times: dict[tuple[str, str], list[float]] = {}
     for r in range(rounds):
         for w in built:
-            for e, step in w.steps.items():
+            # a new engine order every round: an engine whose threads keep spinning after its step (OpenBLAS,
+            # OpenMP) slows whichever engine follows it; in a fixed order that was always the same one
+            order = list(w.steps.items())
+            random.Random(r).shuffle(order)
+            for e, step in order:
                 times.setdefault((w.name, e), []).append(_time(step))
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr)
     return built, {k: statistics.median(v) for k, v in times.items()}
