@@ -2,8 +2,8 @@
 
 Every engine runs the same step from the same initial weights. Rounds are interleaved in one
 process (round r times each workload on each engine once, the engines in a new order each round),
-so a burst of load from other processes hits every engine alike; figures are medians over rounds, ratios are graphc's median
-over the other engine's. Peak memory is measured per engine in a fresh process (see
+so a burst of load from other processes hits every engine alike; figures are medians over rounds,
+ratios are graphc's median over the other engine's. Peak memory is measured per engine in a fresh process (see
 benchmarks/memory.py: peak RSS above the between-steps baseline; tracemalloc for graphc too).
 
 Run: python -m benchmarks [--workloads resnet18_b1,lenet_b64] [--engines graphc,torch] [--rounds 7]
