@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
 import types
 from collections.abc import Callable
@@ -224,7 +225,8 @@ class Lowered:
 
         donated = donations(self.traced.inputs, self.traced.outputs)
         if self.partition is None:
-            return plan_memory(self.graph, donated=donated).as_dict()
+            fresh = fresh_grads(self.traced.inputs, self.traced.outputs)
+            return plan_memory(self.graph, donated=donated, fresh_grads=fresh).as_dict()
         fwd = plan_memory(self.partition.forward, donated=donated).as_dict()
         bwd = plan_memory(self.partition.backward).as_dict()
         top = max(fwd, bwd, key=lambda d: d["peak_bytes"])
@@ -285,6 +287,16 @@ def donations(inputs: list[Any], outputs: list[Any]) -> dict[int, int]:
     return pairs
 
 
+def fresh_grads(inputs: list[Any], outputs: list[Any]) -> dict[int, str]:
+    """{output index: name} for the new .grad of a captured parameter that has one already and that the call
+    computes afresh (no .grad input: the step cleared it with zero_grad first). The old .grad, thrown away by the
+    write-back, may lend the kernel computing the new one its buffer (graphc/passes/memory.py, _lend_grads).
+    Whether a parameter has a .grad is part of the cache key, so what it is now is what it is at every call."""
+    read = {id(s.ref) for s in inputs if s.kind == "grad"}
+    return {k: o.name for k, o in enumerate(outputs)
+            if o.kind == "grad" and isinstance(o.ref, Tensor) and id(o.ref) not in read and o.ref.grad is not None}
+
+
 # ---- executables ----------------------------------------------------------------------------------
 
 class Executable:
@@ -310,6 +322,8 @@ class Executable:
         self._bwd = None
         self._single = self.out_tree == "*" and self.out_static == [None]  # the output is one tensor
         self._donated: list[int] = []  # inputs whose buffers the generated code overwrites with their new value
+        # (parameter, the new gradient's shape and numpy dtype) for each gradient its old .grad may take (_lend_grads)
+        self._grad_buffers: list[tuple[Tensor, tuple, Any]] = []
         if getattr(self, "backend", "numpy") == "jax":  # one jitted XLA program per graph, compiled now
             from .backends.jax.program import Placement, build_programs
 
@@ -333,8 +347,11 @@ class Executable:
             from .passes.memory import plan_memory
 
             self._device = False
-            plan = plan_memory(graph, donated=donations(self.inputs, self.outputs))
+            fresh = fresh_grads(self.inputs, self.outputs) if backward is None else {}
+            plan = plan_memory(graph, donated=donations(self.inputs, self.outputs), fresh_grads=fresh)
             self._donated = [j for j, v in enumerate(graph.inputs) if any(src is v for src in plan.out.values())]
+            self._grad_buffers = [(self.outputs[k].ref, graph.outputs[k].type.shape, graph.outputs[k].type.dtype.np)
+                                  for k in plan.grad_buffers]
             self.source, self._fn = generate(graph, "forward" if backward is not None else "step", plan=plan)
             if backward is not None:
                 bsrc, self._bwd = generate(backward, "backward")
@@ -399,6 +416,17 @@ class Executable:
         if device:
             arrays, placed = self._io.gather(leaves)
             outs = self._fn.run(*arrays, placed=placed)
+        elif self._grad_buffers and not state.anomaly:
+            arrays = self._gather(leaves)
+            lent = _lend_grads(self._grad_buffers)
+            try:
+                outs = _run(self._fn, self.graph, arrays + lent)
+            except BaseException:
+                # a lent .grad may hold part of this call's work now: it goes, as the step's zero_grad() said
+                for (p, _, _), buf in zip(self._grad_buffers, lent):
+                    if buf is not None:
+                        p.grad = None
+                raise
         else:
             arrays = self._gather(leaves)
             outs = _run(self._fn, self.graph, arrays)
@@ -597,6 +625,28 @@ def _own_donated(arrays: list[Any], donated: list[int]) -> None:
         a = arrays[j]
         if a.base is not None or roots.get(id(a)) != 1 or not a.flags.writeable:
             arrays[j] = np.array(a, copy=True)
+
+
+def _lend_grads(params: list[tuple[Tensor, tuple, Any]]) -> list[Any]:
+    """Per parameter, its current .grad's array if the call may write the new gradient into it, else None.
+
+    Only a gradient nobody else can see: a plain tensor (no requires_grad, no weak reference, no other
+    reference than the parameter's slot) holding a C-contiguous, writeable host array that it alone refers to
+    (no view, no alias, no array passed to from_numpy) of the gradient's type. A .grad the user kept
+    (`g = p.grad`) keeps its value: the step gives p a new tensor, as torch's zero_grad() and backward() do."""
+    out = []
+    for p, shape, dtype in params:
+        old = p._grad
+        # references: p's slot, `old`, getrefcount's argument; then old's slot, `a`, the argument
+        if (old is None or old._dev is not None or old._requires_grad or old.__weakref__ is not None
+                or sys.getrefcount(old) > 3):
+            out.append(None)
+            continue
+        a = old._data
+        ok = (type(a) is np.ndarray and a.base is None and a.flags.c_contiguous and a.flags.writeable
+              and a.shape == shape and a.dtype == dtype and sys.getrefcount(a) <= 3)
+        out.append(a if ok else None)
+    return out
 
 
 def _dtype(a: np.ndarray) -> Any:

@@ -399,8 +399,10 @@ Each snippet starts with `import numpy as np`, `import graphc as gc`, `from grap
   unexpected failure inside graphc (a bug), keeps its full traceback. `GRAPHC_TRACEBACK_FILTERING=off`
   keeps every frame.
 * **Nothing is half-done.** A failed `load_state_dict` writes nothing; a compiled call that fails writes no
-  parameter, gradient or optimizer state back (every output is computed before any is written); an artifact
-  is written to a temporary file and renamed, so an interrupted save never leaves a partial file.
+  parameter, gradient or optimizer state back (every output is computed before any is written; the one
+  exception: a `.grad` the step cleared with `zero_grad()` and whose memory it was reusing for the new
+  gradient is left None, as `zero_grad()` left it); an artifact is written to a temporary file and renamed,
+  so an interrupted save never leaves a partial file.
 """
 
 

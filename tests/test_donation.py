@@ -142,3 +142,120 @@ def test_returned_results_never_share_memory_with_state():
     step(*_data(1)[0])
     for p in model.parameters():
         assert not np.shares_memory(p.grad.numpy(), opt.state[p]["momentum_buffer"].numpy())
+
+
+def _conv_model_and_step(compiled: bool = True):
+    gc.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 3))
+    opt = gc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return model, opt, (gc.compile(step) if compiled else step)
+
+
+def _conv_data(n: int = 4):
+    rng = np.random.default_rng(2)
+    return [(gc.tensor(rng.standard_normal((5, 2, 8, 8), dtype=np.float32)),
+             gc.tensor(rng.standard_normal((5, 3), dtype=np.float32))) for _ in range(n)]
+
+
+def test_new_gradients_are_written_into_the_old_grad_buffers():
+    """After zero_grad() the old .grad is garbage: a convolution's weight gradient takes its buffer (torch frees it
+    instead, so both hold one gradient's memory at a time), and every value stays the eager step's."""
+    model, opt, step = _conv_model_and_step()
+    emodel, _, estep = _conv_model_and_step(compiled=False)
+    batches = _conv_data()
+    for x, y in batches[:2]:
+        step(x, y)
+        estep(x, y)
+    convs = [model[0].weight, model[2].weight]
+    # (holding the gradients here would keep them from being lent: their version counts the refills instead)
+    versions = [p.grad._version for p in convs]
+    exe = step.lower(*batches[2]).compile()
+    assert exe.lowered.memory_analysis()["grad_buffers"] == 2
+    assert "out=grad_0_weight_buffer)" in exe.source and "out=grad_2_weight_buffer)" in exe.source
+    for x, y in batches[2:]:
+        step(x, y)
+        estep(x, y)
+    for p, v in zip(convs, versions):
+        assert p.grad._version == v + 2  # the same tensor and array, refilled by each step
+    assert model[5].weight.grad._version == 0  # a matmul's transpose: a new tensor each step
+    for p, q in zip(model.parameters(), emodel.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_gradient_someone_can_see_is_never_overwritten():
+    """A .grad the user kept, one over a from_numpy array, or one with a weak reference keeps its value: the step
+    gives the parameter a new gradient tensor, as torch's zero_grad() and backward() do."""
+    import weakref
+
+    model, opt, step = _conv_model_and_step()
+    batches = _conv_data()
+    step(*batches[0])
+    step(*batches[1])
+    kept = model[0].weight.grad
+    kept_value = kept.numpy().copy()
+    shared = model[2].weight.grad.numpy().copy()
+    model[2].weight.grad = gc.from_numpy(shared)
+    shared_value = shared.copy()
+    step(*batches[2])
+    assert model[0].weight.grad is not kept and model[2].weight.grad._data is not shared
+    np.testing.assert_array_equal(kept.numpy(), kept_value)
+    np.testing.assert_array_equal(shared, shared_value)
+    del kept
+    watched = model[0].weight.grad
+    ref, before = weakref.ref(watched), watched.numpy().copy()
+    del watched
+    step(*batches[3])
+    assert model[0].weight.grad._version == 0  # a new tensor: the watched one was not refilled
+    if ref() is not None:  # (else it is gone, unchanged)
+        np.testing.assert_array_equal(ref().numpy(), before)
+
+
+def test_a_failing_step_leaves_the_gradients_it_was_writing_cleared(monkeypatch):
+    """A step that fails after writing a new gradient into an old .grad's buffer cannot give the old value back:
+    those .grads are None, as the step's zero_grad() left them; parameters, optimizer state and every other
+    .grad are unchanged, and the next step computes what the eager step computes."""
+    calls = {"n": 0, "fail_at": None}
+    weight_grad = KERNELS["conv2d_weight_grad"]
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == calls["fail_at"]:
+            raise MemoryError("injected")
+        return weight_grad(*a, **k)
+
+    flaky.supports_out = True
+    monkeypatch.setitem(KERNELS, "conv2d_weight_grad", flaky)
+    model, opt, step = _conv_model_and_step()
+    emodel, _, estep = _conv_model_and_step(compiled=False)
+    batches = _conv_data(5)
+    for x, y in batches[:3]:
+        step(x, y)
+        estep(x, y)
+    before = [p.detach().numpy().copy() for p in model.parameters()]
+    momenta = [m.copy() for m in _momenta(opt)]
+    fc_grads = [p.grad.numpy().copy() for p in model[5].parameters()]
+    calls["fail_at"] = calls["n"] + 2  # the second convolution's weight gradient: the first one is written
+    with pytest.raises(MemoryError, match="injected"):
+        step(*batches[3])
+    assert model[0].weight.grad is None and model[2].weight.grad is None
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.detach().numpy(), b)
+    for m, b in zip(_momenta(opt), momenta):
+        np.testing.assert_array_equal(m, b)
+    for p, g in zip(model[5].parameters(), fc_grads):
+        np.testing.assert_array_equal(p.grad.numpy(), g)
+    step(*batches[4])
+    estep(*batches[4])
+    for p, q in zip(model.parameters(), emodel.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-6)

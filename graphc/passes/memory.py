@@ -29,6 +29,14 @@ tensor's value), by the node producing the update and the chain of ops leading t
 once nothing reads the old value (or a view of it) later. The caller (compile.Executable) hands
 over only arrays that no other input aliases.
 
+Gradient buffers. A step that starts with `opt.zero_grad()` throws each parameter's last `.grad` away and
+computes a new one; holding both is a model-sized buffer more than torch needs, whose zero_grad() frees the old
+gradients before its backward. The kernel computing a new gradient (a convolution's weight gradient: nearly all
+of a CNN's parameters) therefore takes the old gradient's buffer as `out=` when the caller hands it over
+(compile.Executable: only a `.grad` nobody else can see; a call that fails then leaves that `.grad` None, the
+state the step's own zero_grad() left). Planned here are the outputs that can take one: the kernel's own result
+(not a view), of the parameter's type, returned once.
+
 The planned peak walks the same schedule: bytes of live buffers plus each kernel's scratch (the
 im2col columns of a convolution, say), with graph inputs counted as resident throughout.
 """
@@ -68,6 +76,8 @@ class MemoryPlan:
     unplanned_peak_bytes: int = 0  # the same without in-place reuse: every node allocates its outputs
     in_place: int = 0  # nodes that write into a dying input's buffer
     donated: int = 0  # graph inputs whose buffers receive their own new value (donated state)
+    grad_buffers: dict[int, str] = field(default_factory=dict)  # output index -> name: new .grads written into
+    #                                                            the old gradient's buffer when the caller has one
     bytes_reused: int = 0  # bytes those nodes did not allocate
     peak_node: str = ""  # the value being computed at the peak
 
@@ -75,13 +85,15 @@ class MemoryPlan:
         return {"argument_bytes": self.argument_bytes, "output_bytes": self.output_bytes,
                 "temp_peak_bytes": self.peak_bytes - self.argument_bytes, "peak_bytes": self.peak_bytes,
                 "unplanned_peak_bytes": self.unplanned_peak_bytes, "in_place_nodes": self.in_place,
-                "bytes_reused": self.bytes_reused, "donated_inputs": self.donated, "peak_at": self.peak_node}
+                "bytes_reused": self.bytes_reused, "donated_inputs": self.donated,
+                "grad_buffers": len(self.grad_buffers), "peak_at": self.peak_node}
 
     def __str__(self) -> str:
         mb = 1 / 2**20
         return (f"planned peak {self.peak_bytes * mb:.1f} MiB (arguments {self.argument_bytes * mb:.1f} MiB), "
                 f"{self.unplanned_peak_bytes * mb:.1f} MiB without the plan; {self.in_place} nodes in place "
-                f"({self.donated} donated inputs overwritten; {self.bytes_reused * mb:.1f} MiB not allocated)")
+                f"({self.donated} donated inputs overwritten; {self.bytes_reused * mb:.1f} MiB not allocated); "
+                f"{len(self.grad_buffers)} gradients into the old .grad's buffer")
 
 
 def storages(g: Graph) -> dict[int, int]:
@@ -170,12 +182,37 @@ def donation_writes(g: Graph, donated: dict[int, int], owner: dict[int, int]) ->
     return writes
 
 
-def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int, int] | None = None) -> MemoryPlan:
+def gradient_buffers(g: Graph, fresh: dict[int, str], owner: dict[int, int]) -> dict[int, str]:
+    """Of the outputs `fresh` ({output index: name}: new gradients replacing a .grad the step discards), those
+    whose kernel can write into the old gradient's buffer (see the module docstring)."""
+    from ..backends.numpy.registry import KERNELS
+
+    counts: dict[int, int] = {}  # storage -> graph outputs living in it
+    for v in g.outputs:
+        counts[owner[id(v)]] = counts.get(owner[id(v)], 0) + 1
+    out = {}
+    for k, name in fresh.items():
+        v = g.outputs[k]
+        node = v.producer
+        if (node is None or len(node.outputs) != 1 or owner[id(v)] != id(v) or counts[id(v)] != 1
+                or OPS[node.op].kind == "elementwise" or v.type.ndim == 0
+                or not getattr(KERNELS.get(node.op), "supports_out", False)):
+            continue
+        out[k] = name
+    return out
+
+
+def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int, int] | None = None,
+                fresh_grads: dict[int, str] | None = None) -> MemoryPlan:
     """The in-place decisions for g's nodes in their order, and the peak they lead to.
 
     donated: {input index: index of the output that replaces it} for inputs the caller gives up (see the
-    module docstring); None or {} plans as if every input were read again after the call."""
+    module docstring); None or {} plans as if every input were read again after the call. fresh_grads:
+    {output index: name} for new gradients whose parameter's old .grad the caller may hand over as their
+    buffer (gradient_buffers); the peak is planned as if it always did."""
     owner = storages(g)
+    plan = MemoryPlan()
+    plan.grad_buffers = gradient_buffers(g, fresh_grads or {}, owner)
     # graph inputs, and constants (which the generated code builds once and shares between calls)
     external = {id(v) for v in g.inputs} | {id(n.outputs[0]) for n in g.nodes if OPS[n.op].kind == "factory"}
     end = len(g.nodes)
@@ -192,7 +229,6 @@ def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int,
             s = rep[s]
         return s
 
-    plan = MemoryPlan()
     writes = donation_writes(g, donated or {}, owner)
     for oid, src in writes.items():
         plan.out[oid] = src
@@ -220,7 +256,9 @@ def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int,
                 break
     plan.argument_bytes = sum(v.type.nbytes for v in g.inputs)
     plan.output_bytes = sum(v.type.nbytes for v in g.outputs if find(owner[id(v)]) not in external)
-    peak, plan.peak_node = _peak(g, owner, find, last, external)
+    # gradients written into the caller's old .grad buffers allocate nothing here
+    into_old = external | {id(g.outputs[k]) for k in plan.grad_buffers}
+    peak, plan.peak_node = _peak(g, owner, find, last, into_old)
     plan.peak_bytes = plan.argument_bytes + peak
     plain_last: dict[int, int] = {}
     for i, node in enumerate(g.nodes):

@@ -118,6 +118,10 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
         if len(node.outputs) == 1 and id(node.outputs[0]) in reuse:  # out= names the buffer: keep it till here
             last[id(reuse[id(node.outputs[0])])] = i
     keep = {id(v) for v in g.outputs}
+    # new gradients the caller may give the old .grad's buffer for (extra parameters after the graph's inputs,
+    # None when it has none): {id(value): the buffer parameter's name}
+    into = {id(g.outputs[k]): _ident(f"{name}_buffer", taken) for k, name in plan.grad_buffers.items()} \
+        if plan else {}
     hoisted = hoistable(g)
     prelude = []
     for node in g.nodes:
@@ -132,6 +136,8 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
         args += [f"{k}={_literal(a)}" for k, a in node.attrs.items()]
         if len(node.outputs) == 1 and id(node.outputs[0]) in reuse:
             args.append(f"out={names[id(reuse[id(node.outputs[0])])]}")
+        elif len(node.outputs) == 1 and id(node.outputs[0]) in into:
+            args.append(f"out={into[id(node.outputs[0])]}")
         fn = f"np.{_UFUNCS[node.op].__name__}" if node.op in _UFUNCS else f"k.{node.op}"
         outs = ", ".join(names[id(v)] for v in node.outputs)
         out = [f"{ind}{outs} = {fn}({', '.join(args)}){_note(node)}"]
@@ -147,7 +153,8 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
                 if last.get(id(v)) == i and id(v) not in keep and id(v) not in hoisted]
         return dead + [names[id(v)] for v in node.outputs if id(v) not in last and id(v) not in keep]  # never read
 
-    lines = prelude + [f"def {fn_name}({', '.join(names[id(v)] for v in g.inputs)}):"]
+    params = [names[id(v)] for v in g.inputs] + [f"{b}=None" for b in into.values()]
+    lines = prelude + [f"def {fn_name}({', '.join(params)}):"]
     group = None
     i = 0
     while i < len(g.nodes):

@@ -123,18 +123,23 @@ def conv2d(x, w, *, stride, padding, dilation, groups):
 
 
 @kernel("conv2d_weight_grad")
-def conv2d_weight_grad(x, g, *, kernel_size, stride, padding, dilation, groups):
+def conv2d_weight_grad(x, g, *, kernel_size, stride, padding, dilation, groups, out=None):
     n, o, ho, wo = g.shape
     cols = _cols(x, kernel_size, stride, padding, dilation, (ho, wo))
     gm = _rows(g)
-    # written into its final 4-d array, so the gradient owns its memory (no copy when it becomes .grad)
-    dw = np.empty((o, x.shape[1] // groups, kernel_size[0], kernel_size[1]), dtype=np.result_type(x, g))
+    # written into its final 4-d array, so the gradient owns its memory (no copy when it becomes .grad); out: the
+    # parameter's old .grad, a C-contiguous array of this type that the step throws away (graphc/passes/memory.py)
+    dw = np.empty((o, x.shape[1] // groups, kernel_size[0], kernel_size[1]), dtype=np.result_type(x, g)) \
+        if out is None else out
     if groups == 1:
         np.matmul(gm, cols.T, out=dw.reshape(o, -1))  # (O, C*kh*kw)
     else:
         np.matmul(_grouped(gm, groups), _grouped(cols, groups).transpose(0, 2, 1),
                   out=dw.reshape(groups, o // groups, -1))
     return dw
+
+
+conv2d_weight_grad.supports_out = True
 
 
 @kernel("conv2d_input_grad")
