@@ -12,9 +12,18 @@ from graphc import nn
 from graphc.backends.numpy.registry import KERNELS
 
 
-def _model_and_step(seed: int = 0, zero_grad: bool = True, compiled: bool = True):
+def _mlp():
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32))
+
+
+def _convnet():
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 6 * 6, 3))
+
+
+def _model_and_step(seed: int = 0, zero_grad: bool = True, compiled: bool = True, make_model=_mlp):
     gc.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32))
+    model = make_model()
     opt = gc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
     def step(x, y):
@@ -145,19 +154,7 @@ def test_returned_results_never_share_memory_with_state():
 
 
 def _conv_model_and_step(compiled: bool = True):
-    gc.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * 6 * 6, 3))
-    opt = gc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = ((model(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, opt, (gc.compile(step) if compiled else step)
+    return _model_and_step(compiled=compiled, make_model=_convnet)
 
 
 def _conv_data(n: int = 4):
