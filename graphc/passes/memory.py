@@ -255,9 +255,9 @@ def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int,
                 plan.bytes_reused += o.type.nbytes
                 break
     plan.argument_bytes = sum(v.type.nbytes for v in g.inputs)
-    plan.output_bytes = sum(v.type.nbytes for v in g.outputs if find(owner[id(v)]) not in external)
     # gradients written into the caller's old .grad buffers allocate nothing here
     into_old = external | {id(g.outputs[k]) for k in plan.grad_buffers}
+    plan.output_bytes = sum(v.type.nbytes for v in g.outputs if find(owner[id(v)]) not in into_old)
     peak, plan.peak_node = _peak(g, owner, find, last, into_old)
     plan.peak_bytes = plan.argument_bytes + peak
     plain_last: dict[int, int] = {}
