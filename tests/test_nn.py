@@ -413,6 +413,23 @@ def test_activations_match_torch(fn):
 
 
 @torch_mark
+@pytest.mark.parametrize("backend", [None, "numpy", "jax"])
+def test_relu_gradient_at_nan_zero_and_negative_inputs_matches_torch(backend):
+    """torch's relu backward zeroes the gradient where the output is <= 0: a NaN passes it on, a zero does not."""
+    torch = pytest.importorskip("torch")
+    if backend == "jax":
+        pytest.importorskip("jax")
+    x = np.array([np.nan, 2.0, 0.0, -1.5, -np.inf, np.inf], dtype=np.float32)
+    seed = np.arange(1, 7, dtype=np.float32)
+    f = lambda t: (F.relu(t) * gc.tensor(seed)).sum()  # noqa: E731
+    gx = gc.tensor(x, requires_grad=True)
+    (f if backend is None else gc.compile(f, backend=backend))(gx).backward()
+    tx = torch.tensor(x, requires_grad=True)
+    (torch.relu(tx) * torch.tensor(seed)).sum().backward()
+    np.testing.assert_array_equal(gx.grad.numpy(), tx.grad.numpy())
+
+
+@torch_mark
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_regression_losses_match_torch(reduction):
     torch = pytest.importorskip("torch")

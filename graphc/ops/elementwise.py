@@ -181,7 +181,10 @@ def _(ctx, g):
 
 @vjp_of("relu")
 def _(ctx, g):
-    return (g.where(ctx.outputs[0] > 0, 0.0),)
+    from ..functional import where
+
+    # torch's threshold_backward: zero where the output is <= 0, so a NaN output passes its gradient on
+    return (where(ctx.outputs[0] <= 0, 0.0, g),)
 
 
 # ---- comparisons, where, clamp, cast --------------------------------------------------------------
