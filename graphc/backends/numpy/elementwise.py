@@ -75,12 +75,13 @@ def where(c, a, b, out=None):
     shape = np.broadcast_shapes(np.shape(c), a.shape, b.shape)
     if out is None:
         out = np.empty(shape, dtype=a.dtype)
-    m = np.asarray(np.subtract(0, c, dtype=it))  # -1 (all bits) where c, else 0 (an array even when 0-d)
     ov = out.view(it)
+    if _zero_bits(a):  # (relu's gradient: zero where the output is <= 0) c - 1: all bits where c does NOT hold
+        np.bitwise_and(b.view(it), np.asarray(np.subtract(c, 1, dtype=it)), out=ov)
+        return out
+    m = np.asarray(np.subtract(0, c, dtype=it))  # -1 (all bits) where c, else 0 (an array even when 0-d)
     if _zero_bits(b):
         np.bitwise_and(a.view(it), m, out=ov)
-    elif _zero_bits(a):
-        np.bitwise_and(b.view(it), np.invert(m, out=m), out=ov)
     else:
         keep_b = np.bitwise_and(b.view(it), np.invert(m))  # before out (which may be a or b) is written
         np.bitwise_and(a.view(it), m, out=ov)
