@@ -17,8 +17,9 @@ def _mlp():
 
 
 def _convnet():
-    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 6 * 6, 3))
+    """Weights of at least 16 KiB (gradients smaller than that are not lent: MIN_INPLACE_BYTES)."""
+    return nn.Sequential(nn.Conv2d(16, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(32 * 6 * 6, 4))
 
 
 def _model_and_step(seed: int = 0, zero_grad: bool = True, compiled: bool = True, make_model=_mlp):
@@ -159,8 +160,8 @@ def _conv_model_and_step(compiled: bool = True):
 
 def _conv_data(n: int = 4):
     rng = np.random.default_rng(2)
-    return [(gc.tensor(rng.standard_normal((5, 2, 8, 8), dtype=np.float32)),
-             gc.tensor(rng.standard_normal((5, 3), dtype=np.float32))) for _ in range(n)]
+    return [(gc.tensor(rng.standard_normal((5, 16, 8, 8), dtype=np.float32)),
+             gc.tensor(rng.standard_normal((5, 4), dtype=np.float32))) for _ in range(n)]
 
 
 def test_new_gradients_are_written_into_the_old_grad_buffers():
@@ -172,21 +173,36 @@ def test_new_gradients_are_written_into_the_old_grad_buffers():
     for x, y in batches[:2]:
         step(x, y)
         estep(x, y)
-    convs = [model[0].weight, model[2].weight]
+    weights = [model[0].weight, model[2].weight, model[5].weight]  # two convolutions and a linear layer
     # (holding the gradients here would keep them from being lent: their version counts the refills instead)
-    versions = [p.grad._version for p in convs]
+    versions = [p.grad._version for p in weights]
     exe = step.lower(*batches[2]).compile()
-    assert exe.lowered.memory_analysis()["grad_buffers"] == 2
-    assert "out=grad_0_weight_buffer)" in exe.source and "out=grad_2_weight_buffer)" in exe.source
+    assert exe.lowered.memory_analysis()["grad_buffers"] == 3
+    for name in ("grad_0_weight_buffer", "grad_2_weight_buffer", "grad_5_weight_buffer"):
+        assert f"out={name})" in exe.source
     for x, y in batches[2:]:
         step(x, y)
         estep(x, y)
-    for p, v in zip(convs, versions):
+    for p, v in zip(weights, versions):
         assert p.grad._version == v + 2  # the same tensor and array, refilled by each step
-    assert model[5].weight.grad._version == 0  # a matmul's transpose: a new tensor each step
+    assert model[5].bias.grad._version == 0  # a view of a sum: a new tensor each step
     for p, q in zip(model.parameters(), emodel.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_small_gradients_are_not_lent():
+    """Below MIN_INPLACE_BYTES a lent buffer saves nothing worth the .grad a failing call would lose."""
+    from graphc.passes.memory import MIN_INPLACE_BYTES
+
+    model, opt, step = _model_and_step(make_model=lambda: nn.Sequential(nn.Linear(64, 80), nn.Linear(80, 40)))
+    x, y = _data(1)[0][0], gc.randn(16, 40)
+    step(x, y)
+    step(x, y)
+    w1, w2 = model[0].weight, model[1].weight
+    assert w1.grad.numpy().nbytes >= MIN_INPLACE_BYTES > w2.grad.numpy().nbytes
+    exe = step.lower(x, y).compile()
+    assert exe.lowered.memory_analysis()["grad_buffers"] == 1 and "out=grad_0_weight_buffer)" in exe.source
 
 
 def test_a_gradient_someone_can_see_is_never_overwritten():
@@ -219,8 +235,8 @@ def test_a_gradient_someone_can_see_is_never_overwritten():
 
 def test_a_failing_step_leaves_the_gradients_it_was_writing_cleared(monkeypatch):
     """A step that fails after writing a new gradient into an old .grad's buffer cannot give the old value back:
-    those .grads are None, as the step's zero_grad() left them; parameters, optimizer state and every other
-    .grad are unchanged, and the next step computes what the eager step computes."""
+    the .grads it was lent are None, as the step's zero_grad() left them; parameters, optimizer state and every
+    other .grad are unchanged, and the next step computes what the eager step computes."""
     calls = {"n": 0, "fail_at": None}
     weight_grad = KERNELS["conv2d_weight_grad"]
 
@@ -240,17 +256,17 @@ def test_a_failing_step_leaves_the_gradients_it_was_writing_cleared(monkeypatch)
         estep(x, y)
     before = [p.detach().numpy().copy() for p in model.parameters()]
     momenta = [m.copy() for m in _momenta(opt)]
-    fc_grads = [p.grad.numpy().copy() for p in model[5].parameters()]
-    calls["fail_at"] = calls["n"] + 2  # the second convolution's weight gradient: the first one is written
+    bias_grads = [m.bias.grad.numpy().copy() for m in (model[0], model[2], model[5])]
+    calls["fail_at"] = calls["n"] + 2  # the second convolution's weight gradient: the fc's and one conv's are written
     with pytest.raises(MemoryError, match="injected"):
         step(*batches[3])
-    assert model[0].weight.grad is None and model[2].weight.grad is None
+    assert all(m.weight.grad is None for m in (model[0], model[2], model[5]))  # the lent ones
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.detach().numpy(), b)
     for m, b in zip(_momenta(opt), momenta):
         np.testing.assert_array_equal(m, b)
-    for p, g in zip(model[5].parameters(), fc_grads):
-        np.testing.assert_array_equal(p.grad.numpy(), g)
+    for m, g in zip((model[0], model[2], model[5]), bias_grads):  # sums, never lent: unchanged
+        np.testing.assert_array_equal(m.bias.grad.numpy(), g)
     step(*batches[4])
     estep(*batches[4])
     for p, q in zip(model.parameters(), emodel.parameters()):

@@ -74,6 +74,30 @@ def test_simplifications_fire():
     assert "permute" not in ops and ops.count("reshape") == 0 and ops.count("add") == 1
 
 
+def test_transpose_of_a_matmul_becomes_a_matmul_of_transposes():
+    """(a @ b).T = b.T @ a.T, where nothing else reads a @ b: nn.Linear's weight gradient (x.T @ g).T becomes g.T @ x,
+    a contiguous result in the weight's layout. A product read elsewhere too stays one product."""
+    rng = np.random.default_rng(0)
+    x, gr = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal((5, 4)).astype(np.float32)
+
+    def f(x, g):
+        return (x.transpose(0, 1) @ g).transpose(0, 1)
+
+    def shared(x, g):
+        m = x.transpose(0, 1) @ g
+        return m.transpose(0, 1), m.sum()
+
+    g = trace(f, (gc.tensor(x), gc.tensor(gr)), {}, name="f", names={}).graph
+    out = dce(algebraic(g)).verify()
+    assert [n.op for n in out.nodes] == ["permute", "matmul"]  # g.T @ x: x's double transpose folded away
+    assert out.nodes[1].inputs[1] is out.inputs[0]
+    (got,) = generate(out)[1](x, gr)
+    assert got.flags.c_contiguous
+    np.testing.assert_allclose(got, (x.T @ gr).T, rtol=1e-6)
+    g2 = trace(shared, (gc.tensor(x), gc.tensor(gr)), {}, name="shared", names={}).graph
+    assert [n.op for n in dce(algebraic(g2)).nodes].count("matmul") == 1
+
+
 def _saved_bytes(lowered) -> int:
     p = lowered.partition
     return sum(v.type.nbytes for v in p.forward.outputs[len(p.forward.outputs) - p.n_saved:])

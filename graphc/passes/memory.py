@@ -31,11 +31,11 @@ over only arrays that no other input aliases.
 
 Gradient buffers. A step that starts with `opt.zero_grad()` throws each parameter's last `.grad` away and
 computes a new one; holding both is a model-sized buffer more than torch needs, whose zero_grad() frees the old
-gradients before its backward. The kernel computing a new gradient (a convolution's weight gradient: nearly all
-of a CNN's parameters) therefore takes the old gradient's buffer as `out=` when the caller hands it over
-(compile.Executable: only a `.grad` nobody else can see; a call that fails then leaves that `.grad` None, the
-state the step's own zero_grad() left). Planned here are the outputs that can take one: the kernel's own result
-(not a view), of the parameter's type, returned once.
+gradients before its backward. The kernel computing a new gradient (a convolution's or a linear layer's weight
+gradient: nearly all of a model's parameters) therefore takes the old gradient's buffer as `out=` when the
+caller hands it over (compile.Executable: only a `.grad` nobody else can see; a call that fails then leaves that
+`.grad` None, the state the step's own zero_grad() left). Planned here are the outputs that can take one: the
+kernel's own result (not a view), of the parameter's type, returned once, and of at least min_bytes.
 
 The planned peak walks the same schedule: bytes of live buffers plus each kernel's scratch (the
 im2col columns of a convolution, say), with graph inputs counted as resident throughout.
@@ -182,9 +182,11 @@ def donation_writes(g: Graph, donated: dict[int, int], owner: dict[int, int]) ->
     return writes
 
 
-def gradient_buffers(g: Graph, fresh: dict[int, str], owner: dict[int, int]) -> dict[int, str]:
+def gradient_buffers(g: Graph, fresh: dict[int, str], owner: dict[int, int],
+                     min_bytes: int = MIN_INPLACE_BYTES) -> dict[int, str]:
     """Of the outputs `fresh` ({output index: name}: new gradients replacing a .grad the step discards), those
-    whose kernel can write into the old gradient's buffer (see the module docstring)."""
+    whose kernel can write into the old gradient's buffer (see the module docstring). Small ones are left alone:
+    they save nothing worth the .grad a failing call would lose."""
     from ..backends.numpy.registry import KERNELS
 
     counts: dict[int, int] = {}  # storage -> graph outputs living in it
@@ -195,7 +197,7 @@ def gradient_buffers(g: Graph, fresh: dict[int, str], owner: dict[int, int]) -> 
         v = g.outputs[k]
         node = v.producer
         if (node is None or len(node.outputs) != 1 or owner[id(v)] != id(v) or counts[id(v)] != 1
-                or OPS[node.op].kind == "elementwise" or v.type.ndim == 0
+                or OPS[node.op].kind == "elementwise" or v.type.nbytes < min_bytes
                 or not getattr(KERNELS.get(node.op), "supports_out", False)):
             continue
         out[k] = name
@@ -212,7 +214,7 @@ def plan_memory(g: Graph, min_bytes: int = MIN_INPLACE_BYTES, donated: dict[int,
     buffer (gradient_buffers); the peak is planned as if it always did."""
     owner = storages(g)
     plan = MemoryPlan()
-    plan.grad_buffers = gradient_buffers(g, fresh_grads or {}, owner)
+    plan.grad_buffers = gradient_buffers(g, fresh_grads or {}, owner, min_bytes)
     # graph inputs, and constants (which the generated code builds once and shares between calls)
     external = {id(v) for v in g.inputs} | {id(n.outputs[0]) for n in g.nodes if OPS[n.op].kind == "factory"}
     end = len(g.nodes)

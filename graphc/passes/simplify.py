@@ -8,6 +8,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Node, Value
 from ..ir.rewrite import extract, rewrite
+from ..ir.types import TensorType
 from ..ops import OPS
 
 
@@ -76,8 +77,24 @@ def fold_constants(g: Graph) -> Graph:
     return rewrite(g, visit)
 
 
+def _transpose_2d(v: Value, new: Graph, meta: dict) -> Value:
+    """v.T in new: the matrix v is a transpose of, or a permute node."""
+    p = v.producer
+    if p is not None and p.op == "permute" and tuple(p.attrs["perm"]) == (1, 0):
+        return p.inputs[0]
+    rows, cols = v.type.shape
+    return new.add_node("permute", [v], {"perm": (1, 0)}, [TensorType((cols, rows), v.type.dtype)], meta).outputs[0]
+
+
 def algebraic(g: Graph) -> Graph:
-    """x*1, x+0, x-0, x/1, x**1, neg(neg x), double permute, reshape of reshape, no-op reshape/expand/cast."""
+    """x*1, x+0, x-0, x/1, x**1, neg(neg x), double permute, reshape of reshape, no-op reshape/expand/cast, and the
+    transpose of a 2-d matmul nothing else reads as the matmul of the transposes: (a @ b).T = b.T @ a.T.
+
+    The last one is nn.Linear's weight gradient, (x.T @ g).T: computed as g.T @ x (torch's own formula) it comes
+    out in the weight's layout, so the step neither copies a transposed view into .grad nor keeps a second
+    buffer for it (the kernel can write it into the old .grad: graphc/passes/memory.py)."""
+    readers = g.users()
+    returned = {id(v) for v in g.outputs}
 
     def same_type(v: Value, node: Node) -> bool:
         return v.type == node.outputs[0].type
@@ -107,6 +124,12 @@ def algebraic(g: Graph) -> Graph:
                 return [p.inputs[0]]
             return new.add_node("reshape", [p.inputs[0]], node.attrs, [node.outputs[0].type], node.meta,
                                 names=[node.outputs[0].name]).outputs
+        if (op == "permute" and p.op == "matmul" and tuple(node.attrs["perm"]) == (1, 0)
+                and all(v.type.ndim == 2 for v in p.inputs) and id(node.inputs[0]) not in returned
+                and len(readers[id(node.inputs[0])]) == 1):
+            a, b = p.inputs
+            return new.add_node("matmul", [_transpose_2d(b, new, node.meta), _transpose_2d(a, new, node.meta)], {},
+                                [node.outputs[0].type], node.meta).outputs
         if op == "permute" and p.op == "permute":
             inner, outer = p.attrs["perm"], node.attrs["perm"]
             perm = tuple(inner[i] for i in outer)

@@ -77,7 +77,8 @@ def transposed_dots(g: Graph) -> dict[int, tuple[str, list[Value], dict]]:
     every step, and a weight gradient `(x.T @ g).T` is computed transposed and copied back; lax.dot_general
     reads both operands in place. LeNet's training step at batch 1 runs 10-13% faster for it. The transposes
     that fold away are left out of the source (_live); the numpy backend needs nothing alike, since BLAS
-    takes a transposed view as it is.
+    takes a transposed view as it is. (The `algebraic` pass now writes a weight gradient's transpose of a
+    matmul as a matmul of transposes itself; the transposed-matmul case stays for graphs saved before it.)
     """
     readers = g.users()
     outputs = {id(v) for v in g.outputs}

@@ -46,5 +46,9 @@ def cat(*xs, axis):
 
 
 @kernel("matmul")
-def matmul(a, b):
-    return np.matmul(a, b)
+def matmul(a, b, out=None):
+    # out: a gradient's old .grad buffer (graphc/passes/memory.py)
+    return np.matmul(a, b, out=out)
+
+
+matmul.supports_out = True
