@@ -97,6 +97,8 @@ CONVS = [  # x shape, w shape, stride, padding, dilation, groups
     ((4, 2, 9, 9), (3, 2, 3, 3), (1, 1), (2, 2), (2, 2), 1),
     ((20, 2, 12, 12), (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # large enough for the flipped-kernel path
     ((20, 3, 12, 12), (8, 3, 3, 3), (1, 1), (0, 0), (1, 1), 1),  # more output channels: col2im
+    ((2, 3, 6, 5), (4, 3, 3, 1), (1, 1), (1, 0), (1, 1), 1),  # same width, no column padding
+    ((2, 3, 5, 8), (4, 3, 2, 5), (1, 1), (0, 2), (1, 1), 1),  # same width, wide kernel, no row padding
 ]
 
 
@@ -155,6 +157,26 @@ def test_skinny_path_gives_the_gemm_results_inside_the_conv_kernels(monkeypatch)
     for got, want in zip(outs[True], outs[False]):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,padding,dilation", [((3, 3), (1, 1), (1, 1)), ((3, 5), (0, 2), (1, 1)),
+                                                ((3, 3), (2, 2), (2, 2)), ((2, 1), (3, 0), (1, 1)),
+                                                ((1, 3), (0, 3), (1, 3))])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_same_width_im2col_equals_the_row_by_row_copy(k, padding, dilation, layout, monkeypatch):
+    """The run-copy im2col (stride 1, output as wide as the input) against the generic strided copy, bit for bit,
+    with NaN and inf next to the padding (a wrapped position must come out 0, not a neighbour's value)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 4, 6, 7)).astype(np.float32)
+    x[:, :, :, 0], x[:, :, :, -1], x[:, :, 0, 1] = np.nan, np.inf, -np.inf
+    x = cnhw(x) if layout == "cnhw" else x
+    ho = 6 + 2 * padding[0] - dilation[0] * (k[0] - 1)
+    assert 7 + 2 * padding[1] - dilation[1] * (k[1] - 1) == 7  # the case this path takes
+    got = numpy_conv._cols(x, k, (1, 1), padding, dilation, (ho, 7))
+    monkeypatch.setattr(numpy_conv, "ROW_RUNS", False)
+    want = numpy_conv._cols(x, k, (1, 1), padding, dilation, (ho, 7))
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("padding,dilation", [((0, 0), (1, 1)), ((1, 2), (2, 1)), ((2, 0), (1, 3))])
