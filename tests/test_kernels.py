@@ -10,7 +10,7 @@ import pytest
 
 from graphc.backends.numpy import KERNELS
 from graphc.backends.numpy import conv as numpy_conv
-from graphc.backends.numpy.conv import _clip, _input_grad_flat, _mm
+from graphc.backends.numpy.conv import _clip, _input_grad_flat
 from graphc.backends.numpy.elementwise import clamp, relu, rsqrt, where
 
 try:
@@ -93,7 +93,7 @@ CONVS = [  # x shape, w shape, stride, padding, dilation, groups
     ((2, 3, 11, 9), (4, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),
     ((2, 6, 5, 5), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 3),
     ((1, 8, 2, 2), (8, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # deep-layer shape: mostly padding
-    ((1, 64, 2, 2), (128, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # batch-1 layer4: 4 columns, matrix-vector path
+    ((1, 64, 2, 2), (128, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # batch-1 layer4: a 4-column GEMM
     ((4, 2, 9, 9), (3, 2, 3, 3), (1, 1), (2, 2), (2, 2), 1),
     ((20, 2, 12, 12), (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # large enough for the flipped-kernel path
     ((20, 3, 12, 12), (8, 3, 3, 3), (1, 1), (0, 0), (1, 1), 1),  # more output channels: col2im
@@ -125,38 +125,6 @@ def test_conv2d_and_gradients_match_the_reference(case, layout):
         assert float((x * dx).sum()) == pytest.approx(inner, rel=1e-9)
         assert float((w * dw).sum()) == pytest.approx(inner, rel=1e-9)
     assert dx.shape == xs and dw.shape == ws
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cols", [1, 3, 4, 5])
-@pytest.mark.parametrize("transposed", [False, True])
-def test_skinny_products_equal_the_gemm(dtype, cols, transposed):
-    """A product with at most SKINNY_COLS columns runs as one matrix-vector product per column; it must give
-    a @ b, C-contiguous, for a weight read as is or transposed (the input gradient's W.T)."""
-    rng = np.random.default_rng(cols)
-    a = rng.standard_normal((300, 260) if transposed else (260, 300)).astype(dtype)
-    a = a.T if transposed else a
-    assert a.size >= 65536  # large enough for the matrix-vector path
-    b = rng.standard_normal((300, cols)).astype(dtype)
-    got = _mm(a, b)
-    assert got.dtype == dtype and got.flags.c_contiguous and got.shape == (260, cols)
-    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-4 if dtype == np.float32 else 1e-12,
-                               atol=1e-3 if dtype == np.float32 else 1e-11)
-
-
-def test_skinny_path_gives_the_gemm_results_inside_the_conv_kernels(monkeypatch):
-    rng = np.random.default_rng(3)
-    x, w = cnhw(rng.standard_normal((1, 64, 2, 2))).astype(np.float32), rng.standard_normal((128, 64, 3, 3))
-    w = w.astype(np.float32)
-    a = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
-    g = rng.standard_normal((1, 128, 2, 2)).astype(np.float32)
-    outs = {}
-    for on in (True, False):
-        monkeypatch.setattr(numpy_conv, "SKINNY", on)
-        outs[on] = (KERNELS["conv2d"](x, w, **a), KERNELS["conv2d_input_grad"](g, w, input_hw=(2, 2), **a))
-    for got, want in zip(outs[True], outs[False]):
-        assert got.dtype == np.float32
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("k,padding,dilation", [((3, 3), (1, 1), (1, 1)), ((3, 5), (0, 2), (1, 1)),

@@ -188,24 +188,6 @@ def _cols_phases(xc: np.ndarray, k, stride, padding, dilation, out_hw) -> np.nda
     return out.reshape(c * kh * kw, n * ho * wo)
 
 
-SKINNY_COLS = 4  # products with at most this many columns run as matrix-vector products
-SKINNY = True
-
-
-def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b for 2-d a, b. With very few columns (deep layers at batch 1: a 2x2 map is 4 columns) the GEMM
-    only streams a large weight matrix once, and BLAS's GEMM packs it into panels first (a copy of every weight
-    per call); a matrix-vector product per column reads it in place, the 2nd..4th from cache."""
-    n = b.shape[1]
-    if not SKINNY or n > SKINNY_COLS or a.size < 65536:
-        return a @ b
-    bt = np.ascontiguousarray(b.T)
-    out = np.empty((n, a.shape[0]), dtype=np.result_type(a, b))
-    for i in range(n):
-        np.matmul(a, bt[i], out=out[i])
-    return np.ascontiguousarray(out.T)
-
-
 def _rows(g: np.ndarray) -> np.ndarray:
     """An (N, O, Ho, Wo) gradient as the (O, N*Ho*Wo) matrix the GEMMs read (free when g is CNHW)."""
     return _cn(g).reshape(g.shape[1], -1)
@@ -223,7 +205,7 @@ def conv2d(x, w, *, stride, padding, dilation, groups):
     cols = _cols(x, (kh, kw), stride, padding, dilation, (ho, wo))
     wm = w.reshape(o, cg * kh * kw)
     if groups == 1:
-        out = _mm(wm, cols)  # (O, N*Ho*Wo)
+        out = wm @ cols  # (O, N*Ho*Wo)
     else:
         out = np.matmul(_grouped(wm, groups), _grouped(cols, groups)).reshape(o, -1)
     return out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
@@ -270,7 +252,7 @@ def conv2d_input_grad(g, w, *, input_hw, stride, padding, dilation, groups):
     wm = w.reshape(o, cg * kh * kw)
     gm = _rows(g)
     if groups == 1:
-        dcols = _mm(wm.T, gm)  # (C*kh*kw, N*Ho*Wo)
+        dcols = wm.T @ gm  # (C*kh*kw, N*Ho*Wo)
     else:
         dcols = np.matmul(_grouped(wm, groups).transpose(0, 2, 1), _grouped(gm, groups))
     c = cg * groups
