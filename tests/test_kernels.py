@@ -147,31 +147,6 @@ def test_same_width_im2col_equals_the_row_by_row_copy(k, padding, dilation, layo
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("hw,k,stride,padding,dilation", [
-    ((8, 8), (3, 3), (2, 2), (1, 1), (1, 1)),  # ResNet's downsampling conv
-    ((16, 16), (7, 7), (2, 2), (3, 3), (1, 1)),  # ResNet's stem
-    ((9, 11), (3, 3), (2, 2), (1, 1), (1, 1)),  # odd sizes: phases of unequal size
-    ((10, 12), (5, 4), (3, 3), (2, 1), (1, 1)),
-    ((12, 8), (3, 3), (2, 2), (2, 2), (2, 2)),
-    ((7, 8), (2, 3), (1, 2), (0, 1), (1, 1)),  # strided in one direction only
-])
-@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-def test_phase_im2col_equals_the_strided_copy(hw, k, stride, padding, dilation, layout, monkeypatch):
-    """The stride-phase run-copy im2col against the generic strided copy, bit for bit, with NaN and inf at the
-    borders of the image."""
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal((2, 3) + hw).astype(np.float32)
-    x[:, :, :, 0], x[:, :, :, -1], x[:, :, 0, 1], x[:, :, -1, 2] = np.nan, np.inf, -np.inf, np.nan
-    x = cnhw(x) if layout == "cnhw" else x
-    out_hw = tuple((hw[d] + 2 * padding[d] - dilation[d] * (k[d] - 1) - 1) // stride[d] + 1 for d in range(2))
-    assert out_hw[1] == -(-hw[1] // stride[1]) >= 4  # the case this path takes
-    got = numpy_conv._cols(x, k, stride, padding, dilation, out_hw)
-    monkeypatch.setattr(numpy_conv, "ROW_RUNS", False)
-    want = numpy_conv._cols(x, k, stride, padding, dilation, out_hw)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_array_equal(got, want)
-
-
 @pytest.mark.parametrize("padding,dilation", [((0, 0), (1, 1)), ((1, 2), (2, 1)), ((2, 0), (1, 3))])
 def test_flat_col2im_input_grad_matches_the_reference(padding, dilation):
     """The contiguous-shift col2im (taken for thin stride-1 gradients on large images) on small cases,

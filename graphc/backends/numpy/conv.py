@@ -81,8 +81,6 @@ def _cols(x: np.ndarray, k, stride, padding, dilation, out_hw) -> np.ndarray:
         return xc.reshape(c, -1)  # a view when x is CNHW in memory
     if ROW_RUNS and stride == (1, 1) and wo == w >= 4:
         return _cols_same_width(xc, k, padding, dilation, ho)
-    if ROW_RUNS and stride != (1, 1) and kh * kw > 1 and wo == -(-w // stride[1]) >= 4:
-        return _cols_phases(xc, k, stride, padding, dilation, out_hw)
     if ho * wo <= 64:
         cols = np.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
         for i in range(kh):
@@ -142,50 +140,6 @@ def _cols_same_width(xc: np.ndarray, k, padding, dilation, ho: int) -> np.ndarra
         elif shift > 0:
             cols[:, :, j, :, :, w - shift:] = 0
     return cols.reshape(c * kh * kw, n * ho * w)
-
-
-def _cols_phases(xc: np.ndarray, k, stride, padding, dilation, out_hw) -> np.ndarray:
-    """im2col for a strided convolution whose output is the input's width divided by the stride (ResNet's
-    downsampling 3x3 and its 7x7 stem): _cols_same_width on the input's stride phases.
-
-    Kernel offset i reads input row s*r + i*d - p = s*(r + di) + a: row r + di of phase a (rows a, a+s, ... of the
-    unpadded input). Each phase is copied once into a zero-framed buffer whose rows are Wo long; then every
-    offset's columns are one contiguous run per (channel, image), and the column shift dj only wraps positions
-    that lie outside the image, which are zeroed. Copies of Ho*Wo elements instead of rows of Wo read with
-    stride s."""
-    c, n, h, w = xc.shape
-    kh, kw = k
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    ho, wo = out_hw
-    rows = [divmod(i * dh - ph, sh) for i in range(kh)]  # (di, phase row a) per kernel row
-    cols_ = [divmod(j * dw - pw, sw) for j in range(kw)]  # (dj, phase column b) per kernel column
-    hq = -(-h // sh)
-    top = max(0, -min(di for di, _ in rows))
-    hp = top + max(hq, max(di for di, _ in rows) + ho)
-    plane = hp * wo
-    lead, tail = max(0, -min(dj for dj, _ in cols_)), max(0, max(dj for dj, _ in cols_))
-    it = xc.itemsize
-    phases = {}
-    for a in sorted({a for _, a in rows}):
-        for b in sorted({b for _, b in cols_}):
-            buf = np.zeros(lead + c * n * plane + tail, dtype=xc.dtype)
-            src = xc[:, :, a::sh, b::sw]
-            buf[lead:lead + c * n * plane].reshape(c, n, hp, wo)[:, :, top:top + src.shape[2], :src.shape[3]] = src
-            phases[a, b] = buf, src.shape[3]
-    out = np.empty((c, kh, kw, n, ho, wo), dtype=xc.dtype)
-    for i, (di, a) in enumerate(rows):
-        for j, (dj, b) in enumerate(cols_):
-            buf, wq = phases[a, b]
-            start = lead + (top + di) * wo + dj
-            run = as_strided(buf[start:], shape=(c, n, ho * wo), strides=(n * plane * it, plane * it, it),
-                             writeable=False)
-            dst = out[:, i, j]
-            np.copyto(dst.reshape(c, n, ho * wo), run)
-            if dj < 0:
-                dst[..., :-dj] = 0
-            if wq - dj < wo:
-                dst[..., max(0, wq - dj):] = 0
-    return out.reshape(c * kh * kw, n * ho * wo)
 
 
 def _rows(g: np.ndarray) -> np.ndarray:
