@@ -3,8 +3,11 @@
 Every engine runs the same step from the same initial weights. Rounds are interleaved in one
 process (round r times each workload on each engine once, the engines in a new order each round),
 so a burst of load from other processes hits every engine alike; figures are medians over rounds,
-ratios are graphc's median over the other engine's. Peak memory is measured per engine in a fresh process (see
-benchmarks/memory.py: peak RSS above the between-steps baseline; tracemalloc for graphc too).
+ratios are graphc's median over the other engine's. On a shared machine torch's time moves with the load
+far more than graphc's, so the report also gives the spread of the per-round ratios (graphc's time over
+torch's in the same round): the quartiles say how much one run's ratio can be trusted. Peak memory is
+measured per engine in a fresh process (see benchmarks/memory.py: peak RSS above the between-steps
+baseline; tracemalloc for graphc too).
 
 Run: python -m benchmarks [--workloads resnet18_b1,lenet_b64] [--engines graphc,torch] [--rounds 7]
      python benchmarks/run.py --quick          (fewer rounds, no memory subprocesses)
@@ -139,7 +142,8 @@ def _one_torch_thread(step: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def run(names: list[str], engines: set[str], rounds: int, warmup: int) -> tuple[list[Workload], dict]:
+def run(names: list[str], engines: set[str], rounds: int, warmup: int) -> tuple[list[Workload], dict, dict]:
+    """-> (workloads, {(workload, engine): median seconds}, {(workload, engine): seconds per round})."""
     built = []
     for n in names:
         t0 = time.perf_counter()
@@ -165,7 +169,20 @@ def run(names: list[str], engines: set[str], rounds: int, warmup: int) -> tuple[
             for e, step in order:
                 times.setdefault((w.name, e), []).append(_time(step))
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr)
-    return built, {k: statistics.median(v) for k, v in times.items()}
+    return built, {k: statistics.median(v) for k, v in times.items()}, times
+
+
+def round_ratios(times: dict, workload: str, a: str = "graphc", b: str = "torch") -> list[float] | None:
+    """a's time over b's, round by round (both ran within the same round, under the same load)."""
+    ta, tb = times.get((workload, a)), times.get((workload, b))
+    if not ta or not tb:
+        return None
+    return [x / y for x, y in zip(ta, tb)]
+
+
+def _quartiles(v: list[float]) -> str:
+    q1, _, q3 = np.percentile(v, [25, 50, 75])
+    return f"{q1:.2f}-{q3:.2f}x"
 
 
 def memory(workload: str, engines: list[str]) -> dict[str, dict]:
@@ -188,12 +205,13 @@ def _fmt_ms(s: float | None) -> str:
     return f"{s * 1e3:.2f}" if s < 0.1 else f"{s * 1e3:.1f}"
 
 
-def report(built: list[Workload], med: dict, engines: list[str]) -> list[str]:
+def report(built: list[Workload], med: dict, engines: list[str], times: dict | None = None) -> list[str]:
     cols = [e for e in engines if any((w.name, e) in med for w in built)]
     same_work = "jax-grads" in cols  # graphc-jax against the hand-written step doing what it does
-    lines = ["| workload | " + " | ".join(f"{e} ms" for e in cols) + " | graphc/torch | target | graphc/jax "
-             "| graphc-jax/jax (issue 6: <= 1.05x) |" + (" graphc-jax/jax-grads |" if same_work else ""),
-             "|---|" + "---|" * (len(cols) + 4 + same_work)]
+    lines = ["| workload | " + " | ".join(f"{e} ms" for e in cols) + " | graphc/torch | round ratios p25-p75 "
+             "| target | graphc/jax | graphc-jax/jax (issue 6: <= 1.05x) |"
+             + (" graphc-jax/jax-grads |" if same_work else ""),
+             "|---|" + "---|" * (len(cols) + 5 + same_work)]
     for w in built:
         g, t, j = med.get((w.name, "graphc")), med.get((w.name, "torch")), med.get((w.name, "jax"))
         gj, jg = med.get((w.name, "graphc-jax")), med.get((w.name, "jax-grads"))
@@ -201,8 +219,10 @@ def report(built: list[Workload], med: dict, engines: list[str]) -> list[str]:
         target = TARGETS.get(w.name)
         ok = "" if not (g and t and target) else (" met" if g / t <= target else " MISSED")
         jax_ratio = "-" if not (gj and j) else f"{gj / j:.2f}x " + ("met" if gj / j <= JAX_TARGET else "MISSED")
+        rr = round_ratios(times or {}, w.name)
         lines.append(f"| {w.name} | " + " | ".join(_fmt_ms(med.get((w.name, e))) for e in cols)
-                     + f" | {ratio} | {f'<= {target}x{ok}' if target else '-'} | {f'{g / j:.2f}x' if g and j else '-'} "
+                     + f" | {ratio} | {_quartiles(rr) if rr else '-'} | {f'<= {target}x{ok}' if target else '-'} "
+                     f"| {f'{g / j:.2f}x' if g and j else '-'} "
                      f"| {jax_ratio} |" + ((f" {gj / jg:.2f}x |" if gj and jg else " - |") if same_work else ""))
     firsts = [w for w in built if w.first_call]
     if firsts:
@@ -240,13 +260,14 @@ def main(argv: list[str] | None = None) -> None:
         if n not in WORKLOADS:
             raise SystemExit(f"unknown workload {n!r}; choose from {', '.join(WORKLOADS)}")
     print(f"graphc benchmarks: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start", file=sys.stderr)
-    built, med = run(names, set(engines), a.rounds, a.warmup)
+    built, med, times = run(names, set(engines), a.rounds, a.warmup)
     out: dict[str, Any] = {"median_s": {f"{w}/{e}": v for (w, e), v in med.items()},
                            "first_call_s": {f"{w.name}/{e}": v for w in built for e, v in w.first_call.items()},
-                           "load_average_end": os.getloadavg()[0]}
+                           "load_average_end": os.getloadavg()[0],
+                           "round_ratios": {w.name: rr for w in built if (rr := round_ratios(times, w.name))}}
     lines = [f"## graphc vs PyTorch eager, {a.rounds} interleaved rounds, median ms per step "
              f"(load average {os.getloadavg()[0]:.2f} at end)", ""]
-    lines += report(built, med, engines)
+    lines += report(built, med, engines, times)
     gf = sgemm_gflops()
     out["sgemm_gflops"] = gf
     lines += ["", f"numpy sgemm (1024^3, float32): {gf:.1f} GFLOP/s"]
