@@ -269,6 +269,25 @@ def test_out_variants_equal_the_allocating_kernels():
     assert isinstance(rsqrt(np.float32(4.0)), np.floating) and rsqrt(np.float32(4.0)) == 0.5
 
 
+@pytest.mark.parametrize("a_shape,b_shape", [((7, 1), (1, 5)), ((3, 7, 1), (1, 5)), ((2, 1, 4, 1), (3, 1, 6)),
+                                             ((7, 2), (2, 5))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.bool_])
+def test_matmul_over_one_term_is_the_outer_product(a_shape, b_shape, dtype):
+    """matmul with a contracted size of 1 runs as a broadcast multiply: same values (NaN and inf included),
+    dtype and batch broadcasting as np.matmul, into out= as well."""
+    rng = np.random.default_rng(5)
+    values = SPECIAL if np.issubdtype(dtype, np.floating) else np.arange(-3, 4)
+    a, b = rng.choice(values, a_shape).astype(dtype), rng.choice(values, b_shape).astype(dtype)
+    with np.errstate(all="ignore"):
+        want = np.matmul(a, b)
+        got = KERNELS["matmul"](a, b)
+        out = np.empty_like(want)
+        into = KERNELS["matmul"](a, b, out=out)
+    assert got.dtype == want.dtype and got.shape == want.shape and into is out
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(out, want)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("case", range(len(CONVS)))
 def test_conv_kernels_match_torch(case):
