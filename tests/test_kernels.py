@@ -163,6 +163,27 @@ def test_flat_col2im_input_grad_matches_the_reference(padding, dilation):
         assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
+@pytest.mark.parametrize("case", [c for c in range(len(CONVS)) if CONVS[c][5] == 1])
+@pytest.mark.parametrize("short", [0, 10**9])
+def test_input_grad_product_in_either_orientation_matches_the_reference(case, short, monkeypatch):
+    """The col2im input gradient's GEMM runs transposed for short products (few output positions); force each
+    orientation on every ungrouped case (strides, padding, dilation, pointwise) so neither hides behind a threshold."""
+    xs, ws, stride, padding, dilation, groups = CONVS[case]
+    monkeypatch.setattr(numpy_conv, "_SHORT_PRODUCT", short)
+    rng = np.random.default_rng(100 + case)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    a = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    y = ref_conv2d(x, w, **a)
+    g = rng.standard_normal(y.shape)
+    for lay in (lambda t: t, cnhw):
+        dx = KERNELS["conv2d_input_grad"](lay(g), w, input_hw=xs[2:], **a)
+        assert dx.shape == xs
+        if np.prod(xs) + np.prod(ws) <= 600:
+            np.testing.assert_allclose(dx, ref_conv_grads(x, w, g, **a)[0], rtol=1e-10, atol=1e-10)
+        else:
+            assert float((x * dx).sum()) == pytest.approx(float((y * g).sum()), rel=1e-9)
+
+
 def test_kernels_keep_float32_and_own_their_gradients():
     rng = np.random.default_rng(0)
     x = cnhw(rng.standard_normal((4, 8, 10, 10)).astype(np.float32))
