@@ -327,3 +327,38 @@ def test_every_op_output_type_comes_from_its_rule():
         OPS["add"].infer_types([TensorType((2,), F32), TensorType((2,), float64)], {})
     assert OPS["add"].infer_types([TensorType((2, 1), F32), TensorType((3,), F32)], {}) == [TensorType((2, 3), F32)]
     assert OPS["lt"].infer_types([TensorType((2,), F32), TensorType((2,), F32)], {}) == [TensorType((2,), bool_)]
+
+
+def test_remembered_type_answers_are_the_rules_answers():
+    """infer_types remembers answers per (input types, attrs): a remembered answer must be what the rule says for
+    exactly these arguments (1, 1.0 and True are equal keys to a dict, not to a rule), a caller may change the list
+    it gets, a rejection raises every time, and unhashable attrs still get an answer."""
+    from graphc.ops import ShapeError
+    from graphc.ops.registry import OpDef
+
+    calls = []
+
+    def rule(x, *, v, shape=()):
+        calls.append(v)
+        if v == 0:
+            raise ShapeError("v must not be 0")
+        kind = type(v[0]) if isinstance(v, tuple) else type(v)
+        return [TensorType(x.shape + tuple(shape), {bool: bool_, int: int64, float: float64}[kind])]
+
+    op = OpDef("probe", rule, kind="opaque")
+    x = TensorType((2,), F32)
+    assert op.infer_types([x], {"v": True}) == [TensorType((2,), bool_)]
+    assert op.infer_types([x], {"v": 1}) == [TensorType((2,), int64)]
+    assert op.infer_types([x], {"v": 1.0}) == [TensorType((2,), float64)]
+    assert op.infer_types([x], {"v": (True,)}) == [TensorType((2,), bool_)]  # inside tuples too
+    assert op.infer_types([x], {"v": (1,)}) == [TensorType((2,), int64)]
+    got = op.infer_types([x], {"v": 1})
+    got.append("changed by the caller")
+    n = len(calls)
+    assert op.infer_types([x], {"v": 1}) == [TensorType((2,), int64)] and len(calls) == n  # remembered, unchanged
+    assert op.infer_types([TensorType((3,), F32)], {"v": 1}) == [TensorType((3,), int64)]  # other types: asked
+    for _ in range(2):
+        with pytest.raises(ShapeError, match="must not be 0"):
+            op.infer_types([x], {"v": 0})
+    assert calls.count(0) == 2
+    assert op.infer_types([x], {"v": 2, "shape": [4]}) == [TensorType((2, 4), int64)]  # a list attr: no key
