@@ -18,20 +18,27 @@ from typing import Any
 import numpy as np
 
 _ASSIGN = re.compile(r"^(\s+)([\w, ]+) = ((np|k)\.(\w+))\(")
+_CHUNKED = re.compile(r"^(\s+)chunks\.run_chunks\(")  # a fused group run in cache-sized chunks on threads
 
 
 def instrument(source: str, fn_name: str) -> tuple[Callable[..., Any], dict[int, list[float]], list[str]]:
     """Re-compile generated source with a timer around each assignment line.
 
     -> (function, {line number: [seconds per call]}, source lines). Lines that are not calls
-    (del, return, in-place statements) are left untimed."""
+    (del, return, in-place statements) are left untimed. A chunked group is timed as a whole at its
+    run_chunks line: the lines of its chunk function run once per chunk, on two threads."""
     from graphc.backends.numpy.codegen import runtime_env
 
     out, times, lines = [], collections.defaultdict(list), source.splitlines()
+    chunk_def: int | None = None  # indentation of the chunk function being passed over
     for i, line in enumerate(lines):
-        m = _ASSIGN.match(line)
-        if m and not line.lstrip().startswith("def "):
-            ind = m.group(1)
+        ind = line[:len(line) - len(line.lstrip())]
+        if chunk_def is not None and len(ind) <= chunk_def and line.strip():
+            chunk_def = None
+        if line.lstrip().startswith("def chunk_"):
+            chunk_def = len(ind)
+        timed = _ASSIGN.match(line) or _CHUNKED.match(line)
+        if chunk_def is None and timed and not line.lstrip().startswith("def "):
             out += [f"{ind}_t0 = _pc()", line, f"{ind}_rec[{i}].append(_pc() - _t0)"]
         else:
             out.append(line)
@@ -43,7 +50,7 @@ def instrument(source: str, fn_name: str) -> tuple[Callable[..., Any], dict[int,
 
 def _label(line: str) -> str:
     m = _ASSIGN.match(line)
-    return m.group(5) if m else "?"
+    return m.group(5) if m else "fused group, chunked" if _CHUNKED.match(line) else "?"
 
 
 def profile_step(exe: Any, args: tuple, rounds: int = 5, top: int = 30) -> str:

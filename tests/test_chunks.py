@@ -123,3 +123,28 @@ def test_chunks_use_one_thread_when_blas_is_limited_to_one(monkeypatch):
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
         f(x, x)
     assert seen == [1] and chunks.state["threads"] == chunks.THREADS
+
+
+def test_the_line_profiler_times_a_chunked_group_whole_and_leaves_results_alone(monkeypatch):
+    """benchmarks/lineprofile.py rewrites generated code with a clock read around each line: a chunked group is
+    timed once at its run_chunks line (the lines of its chunk function run per chunk, on two threads: timing them
+    would report one chunk), and the rewritten code computes exactly what the executable does."""
+    import re
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from benchmarks.lineprofile import instrument, profile_step
+
+    rng = np.random.default_rng(3)
+    xa, ya = rng.standard_normal(N, dtype=np.float32), rng.standard_normal(N, dtype=np.float32)
+    f = gc.compile(_chain)
+    want = f(gc.tensor(xa), gc.tensor(ya)).numpy()
+    exe = [e for es in f._cache.values() for e in es][0]
+    fn, times, lines = instrument(exe.source, re.search(r"^def (\w+)\(", exe.source, re.M).group(1))
+    out = fn(*exe._gather(exe._leaves((gc.tensor(xa), gc.tensor(ya)), {})))
+    np.testing.assert_array_equal(out[0] if isinstance(out, tuple) else out, want)
+    run_line = next(i for i, line in enumerate(lines) if "chunks.run_chunks(" in line)
+    assert len(times[run_line]) == 1  # one call, one sample: the whole group
+    inside = [i for i, line in enumerate(lines) if "[s:e]" in line]
+    assert inside and not set(inside) & set(times)
+    assert "fused group, chunked" in profile_step(exe, (gc.tensor(xa), gc.tensor(ya)), rounds=1)
