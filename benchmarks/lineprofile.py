@@ -19,6 +19,7 @@ import numpy as np
 
 _ASSIGN = re.compile(r"^(\s+)([\w, ]+) = ((np|k)\.(\w+))\(")
 _CHUNKED = re.compile(r"^(\s+)chunks\.run_chunks\(")  # a fused group run in cache-sized chunks on threads
+_NATIVE = re.compile(r"^(\s+)if not (native_\w+\(.*\)):$")  # a fused group's C loop (native.py), if loaded
 
 
 def instrument(source: str, fn_name: str) -> tuple[Callable[..., Any], dict[int, list[float]], list[str]]:
@@ -26,7 +27,8 @@ def instrument(source: str, fn_name: str) -> tuple[Callable[..., Any], dict[int,
 
     -> (function, {line number: [seconds per call]}, source lines). Lines that are not calls
     (del, return, in-place statements) are left untimed. A chunked group is timed as a whole at its
-    run_chunks line: the lines of its chunk function run once per chunk, on two threads."""
+    run_chunks line: the lines of its chunk function run once per chunk, on two threads. A group's C loop
+    (native.py) is timed at its call."""
     from graphc.backends.numpy.codegen import runtime_env
 
     out, times, lines = [], collections.defaultdict(list), source.splitlines()
@@ -38,7 +40,11 @@ def instrument(source: str, fn_name: str) -> tuple[Callable[..., Any], dict[int,
         if line.lstrip().startswith("def chunk_"):
             chunk_def = len(ind)
         timed = _ASSIGN.match(line) or _CHUNKED.match(line)
-        if chunk_def is None and timed and not line.lstrip().startswith("def "):
+        native = _NATIVE.match(line)
+        if chunk_def is None and native:  # the call is timed; its numpy lines run (and are timed) when it declines
+            out += [f"{ind}_t0 = _pc()", f"{ind}_ran = {native.group(2)}", f"{ind}_rec[{i}].append(_pc() - _t0)",
+                    f"{ind}if not _ran:"]
+        elif chunk_def is None and timed and not line.lstrip().startswith("def "):
             out += [f"{ind}_t0 = _pc()", line, f"{ind}_rec[{i}].append(_pc() - _t0)"]
         else:
             out.append(line)
@@ -50,7 +56,9 @@ def instrument(source: str, fn_name: str) -> tuple[Callable[..., Any], dict[int,
 
 def _label(line: str) -> str:
     m = _ASSIGN.match(line)
-    return m.group(5) if m else "fused group, chunked" if _CHUNKED.match(line) else "?"
+    if m:
+        return m.group(5)
+    return "fused group, chunked" if _CHUNKED.match(line) else "fused group, C loop" if _NATIVE.match(line) else "?"
 
 
 def profile_step(exe: Any, args: tuple, rounds: int = 5, top: int = 30) -> str:

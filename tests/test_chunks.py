@@ -20,6 +20,13 @@ chunks = importlib.import_module("graphc.backends.numpy.chunks")
 N = chunks.MIN_ELEMENTS + 12345  # large enough to chunk, and not a multiple of the chunk size
 
 
+@pytest.fixture(autouse=True)
+def _numpy_chunks(monkeypatch):
+    """These tests are about the chunked numpy lines: the C loop that may take such a group over (native.py,
+    tested in test_native.py) is turned off."""
+    monkeypatch.setenv("GRAPHC_NATIVE", "0")
+
+
 def _chain(x, y):
     return ((x * 3.0 + y) * x - y * 0.5).relu() * 2.0
 

@@ -30,7 +30,8 @@ THREADS = min(2, os.cpu_count() or 1)
 state = {"threads": THREADS}
 
 
-def _executor() -> ThreadPoolExecutor:
+def executor() -> ThreadPoolExecutor:
+    """The one pool thread that runs the first half of a two-thread group (native.py uses it too)."""
     global _pool
     with _lock:
         if _pool is None:
@@ -52,7 +53,7 @@ def run_chunks(fn: Callable[[int, int], None], n: int) -> None:
         part(spans)
         return
     half = len(spans) // 2
-    fut = _executor().submit(part, spans[:half])
+    fut = executor().submit(part, spans[:half])
     try:
         part(spans[half:])
     finally:

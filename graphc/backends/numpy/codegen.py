@@ -26,7 +26,7 @@ import numpy as np
 
 from ...ir.graph import Graph, Node
 from ..allocator import keep_freed_memory
-from . import chunks
+from . import chunks, native
 from .elementwise import _UFUNCS
 from .registry import KERNELS
 from .threads import with_blas_policy
@@ -61,7 +61,7 @@ def _literal(v: Any) -> str:
 def runtime_env() -> dict[str, Any]:
     """The globals generated code runs with: numpy as np, the kernels as k."""
     return {"np": np, "k": SimpleNamespace(**KERNELS), "inf": math.inf, "nan": math.nan, "const": _read_only,
-            "chunks": chunks}
+            "chunks": chunks, "native": native}
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -154,7 +154,8 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
         return dead + [names[id(v)] for v in node.outputs if id(v) not in last and id(v) not in keep]  # never read
 
     params = [names[id(v)] for v in g.inputs] + [f"{b}=None" for b in into.values()]
-    lines = prelude + [f"def {fn_name}({', '.join(params)}):"]
+    natives: list[str] = []  # native.Group objects of chunked groups, built once at load time
+    lines = [f"def {fn_name}({', '.join(params)}):"]
     group = None
     i = 0
     while i < len(g.nodes):
@@ -167,7 +168,7 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
             members = list(itertools.takewhile(lambda n: n.meta.get("group") == gid, g.nodes[i:]))
             lines.append(f"    # fused {gid}: {', '.join(n.op for n in members)}")
             if _chunkable(members, hoisted):
-                lines += _chunked(gid, i, members, names, taken, reuse, last, keep, line, dying)
+                lines += _chunked(gid, i, members, names, taken, reuse, last, keep, line, dying, natives)
                 group = gid
                 i += len(members)
                 continue
@@ -176,7 +177,7 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
         i += 1
     outs = ", ".join(names[id(v)] for v in g.outputs)
     lines.append(f"    return ({outs}{',' if len(g.outputs) == 1 else ''})")
-    source = "\n".join(lines) + "\n"
+    source = "\n".join(prelude + natives + lines) + "\n"
 
     _counter += 1
     filename = f"<graphc:{g.name}:{_counter}>"
@@ -192,11 +193,12 @@ def _literal_names(ns: list[str]) -> str:
 
 def _chunkable(members: list[Node], hoisted: set[int]) -> bool:
     """A fused group that can run chunk by chunk: ufuncs only, every operand of one shape (or a scalar), and
-    large enough to gain from it."""
+    large enough to gain from it (smaller when a C loop can run it: one call instead of a ufunc per op)."""
     if len(members) < 2:
         return False
     shape = members[0].outputs[0].type.shape if members[0].outputs else None
-    if shape is None or math.prod(shape) < chunks.MIN_ELEMENTS:
+    least = native.MIN_ELEMENTS if native.enabled() and native.supports(members) else chunks.MIN_ELEMENTS
+    if shape is None or math.prod(shape) < least:
         return False
     for n in members:
         if n.op not in _UFUNCS or n.attrs or len(n.outputs) != 1 or id(n.outputs[0]) in hoisted:
@@ -207,8 +209,10 @@ def _chunkable(members: list[Node], hoisted: set[int]) -> bool:
 
 
 def _chunked(gid: str, first: int, members: list[Node], names: dict[int, str], taken: set[str],
-             reuse: dict[int, Any], last: dict[int, int], keep: set[int], line: Callable, dying: Callable) -> list[str]:
-    """Lines running a _chunkable group chunk by chunk (see chunks.py), with the whole-array lines as fallback.
+             reuse: dict[int, Any], last: dict[int, int], keep: set[int], line: Callable, dying: Callable,
+             natives: list[str]) -> list[str]:
+    """Lines running a _chunkable group in native.c's loop where it can (the group's object is added to
+    natives), else chunk by chunk (see chunks.py), with the whole-array lines as fallback.
 
     Inside the chunk function every array from outside the group is a flat view (a default argument of the
     same name), values that live on after the group are written into full-size arrays, and the rest are
@@ -235,7 +239,14 @@ def _chunked(gid: str, first: int, members: list[Node], names: dict[int, str], t
     for v in fresh:
         out.append(f"        {names[id(v)]} = np.empty({v.type.shape!r}, dtype=np.{np.dtype(v.type.dtype.np).name})")
     flat = [names[id(v)] for v in outer.values()] + [names[id(v)] for v in fresh]
-    out.append(f"        def {fn}(s, e, {', '.join(f'{n}={n}.reshape(-1)' for n in flat)}):")
+    ind = "        "
+    group = _native_group(members, outer, fresh, reuse, names, math.prod(shape))
+    if group is not None:
+        obj = _ident(f"native_{gid}", taken)
+        natives.append(f"{obj} = {group[0]}")
+        out.append(f"        if not {obj}({', '.join(group[1])}):")
+        ind = "            "
+    out.append(f"{ind}def {fn}(s, e, {', '.join(f'{n}={n}.reshape(-1)' for n in flat)}):")
     full = {names[id(v)] for v in fresh} | {names[id(v)] for v in outer.values()}
     fresh_ids = {id(v) for v in fresh}
     for n in members:
@@ -244,20 +255,62 @@ def _chunked(gid: str, first: int, members: list[Node], names: dict[int, str], t
         r = reuse.get(id(v))
         call = f"np.{_UFUNCS[n.op].__name__}"
         if id(v) in fresh_ids:  # into its full-size array; later ops read its chunk as name[s:e]
-            out.append(f"            {call}({', '.join(args)}, out={names[id(v)]}[s:e])")
+            out.append(f"{ind}    {call}({', '.join(args)}, out={names[id(v)]}[s:e])")
             continue
         if r is not None:
             args.append(f"out={names[id(r)]}[s:e]" if names[id(r)] in full else f"out={names[id(r)]}")
-        out.append(f"            {names[id(v)]} = {call}({', '.join(args)})")
-    out.append(f"        chunks.run_chunks({fn}, {math.prod(shape)})")
+        out.append(f"{ind}    {names[id(v)]} = {call}({', '.join(args)})")
+    out.append(f"{ind}chunks.run_chunks({fn}, {math.prod(shape)})")
+    if group is not None:
+        out.append(f"{ind}del {fn}")
     bound = [v for v in escapes if id(v) not in fresh_ids]  # written into an outside buffer: that buffer
     if bound:
         out.append(f"        {', '.join(names[id(v)] for v in bound)} = "
                    f"{', '.join(names[id(reuse[id(v)])] for v in bound)}")
     dead = [d for i, n in enumerate(members, first) for d in dying(i, n)]
     inside = {names[id(n.outputs[0])] for n in members} - {names[id(v)] for v in escapes}
-    out.append(f"        del {', '.join([fn] + [d for d in dead if d not in inside])}")
+    gone = ([] if group is not None else [fn]) + [d for d in dead if d not in inside]
+    if gone:
+        out.append(f"        del {', '.join(gone)}")
     out.append("    else:")
     for i, n in enumerate(members, first):
         out += line(i, n, "        ")
     return out
+
+
+def _native_group(members: list[Node], outer: dict[int, Any], fresh: list[Any], reuse: dict[int, Any],
+                  names: dict[int, str], size: int) -> tuple[str, list[str]] | None:
+    """(the expression building a chunked group's native.Group, the names to call it with) or None when the
+    native loop cannot run it (another op or dtype, GRAPHC_NATIVE=0). Slots: the full-size arrays (read,
+    written through out=, or made for values that outlive the group), the scalars it reads, then one
+    block-sized temporary per value that lives only inside the group; a value computed in place (out=)
+    shares its buffer's slot."""
+    dtype = native.supports(members)
+    if dtype is None or not native.enabled():
+        return None
+    slot_of: dict[int, int] = {}
+    kinds: list[int] = []
+    args: list[str] = []
+
+    def add(v: Any, kind: int) -> None:
+        slot_of[id(v)] = len(kinds)
+        kinds.append(kind)
+        args.append("None" if kind == native.TEMP else names[id(v)])
+
+    for v in list(outer.values()) + fresh:
+        add(v, native.ARRAY)
+    made = {id(n.outputs[0]) for n in members}
+    for n in members:
+        for v in n.inputs:
+            if id(v) not in slot_of and id(v) not in made:
+                add(v, native.SCALAR)
+        v = n.outputs[0]
+        if id(v) in slot_of:  # a fresh full-size array
+            continue
+        r = reuse.get(id(v))
+        if r is not None:
+            slot_of[id(v)] = slot_of[id(r)]
+        else:
+            add(v, native.TEMP)
+    program = native.program(members, slot_of)
+    return f"native.Group({dtype!r}, {kinds!r}, {program!r}, {size})", args

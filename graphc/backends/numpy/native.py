@@ -1,0 +1,255 @@
+"""Large fused elementwise groups as one C loop, built with the machine's C compiler when it has one.
+
+numpy runs a fused group (an SGD update with momentum: buf *= mu; buf += g; p += -lr * buf) as one ufunc
+call per op. Chunked (chunks.py) the arrays stay in cache between ops, but every op is still a loop of its
+own that loads and stores each element. Here a group becomes one C loop that loads each element once,
+computes the chain in registers and stores what outlives it: ResNet-18's update of 11.7 M parameters is
+memory-bound, and the loop takes about half the chunked time (benchmarks/native_group.py).
+
+Results are bit for bit those of the numpy lines: each op is one IEEE operation in the group's type, in
+the group's order (built with -ffp-contract=off: no fused multiply-add), and +, -, *, / and sqrt are
+correctly rounded in C as in numpy. So which path runs never changes a number.
+
+Each distinct program (ops, slots and dtype, not sizes: every SGD update of a network is one program) is
+built once per machine by `cc` in a background process and cached under $GRAPHC_CACHE_DIR (else
+$XDG_CACHE_HOME/graphc or ~/.cache/graphc), the way PyTensor and torch.compile's C++ backend use the
+system compiler. Building never blocks a call: until its library is loaded a group runs the numpy lines.
+No compiler, a failed build or GRAPHC_NATIVE=0: the numpy lines, always.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import chunks
+
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]  # no -march=native: a cached
+# library may be read by another machine that shares the home directory
+ARRAY, SCALAR, TEMP = 0, 1, 2
+_C_OPS = {"add": "{} + {}", "sub": "{} - {}", "mul": "{} * {}", "div": "{} / {}", "neg": "-{}"}
+_C_TYPES = {"float32": ("float", "sqrtf"), "float64": ("double", "sqrt")}
+OPS = frozenset(_C_OPS) | {"sqrt"}
+MIN_ELEMENTS = 1 << 14  # a group this large runs as a C loop (chunks.py's numpy chunks start at 256 Ki elements)
+MIN_SPLIT = 1 << 20  # elements below which a group runs on one thread (handing half to the pool costs more:
+# 590 K elements took 0.135 ms on one thread, 0.24 ms on two; 2.4 M 1.33 ms on one, 0.91 ms on two)
+
+
+def enabled() -> bool:
+    return os.environ.get("GRAPHC_NATIVE", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("GRAPHC_CACHE_DIR"):
+        return Path(os.environ["GRAPHC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "graphc"
+
+
+@dataclass
+class _Build:
+    """One C source's library: loaded, being built, or failed (and why)."""
+
+    lib: ctypes.CDLL | None = None
+    proc: subprocess.Popen | None = None
+    tmp: Path | None = None
+    target: Path | None = None
+    failed: str | None = None
+
+
+_builds: dict[str, _Build] = {}
+_lock = threading.Lock()
+
+
+def _start(source: str) -> _Build:
+    """The build of this C source: loaded from the cache, started in the background, or failed."""
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    key = hashlib.sha256("\0".join([source, cc or "", *FLAGS]).encode()).hexdigest()[:20]
+    with _lock:
+        b = _builds.get(key)
+        if b is not None:
+            return b
+        b = _builds[key] = _Build()
+        if cc is None:
+            b.failed = "no C compiler (cc) on PATH"
+            return b
+        try:
+            target = _cache_dir() / f"group-{key}.so"
+            if target.exists():
+                b.lib = ctypes.CDLL(str(target))
+                return b
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".c", dir=target.parent)
+            with os.fdopen(fd, "w") as f:
+                f.write(source)
+            b.tmp, b.target = Path(tmp), target
+            b.proc = subprocess.Popen([cc, *FLAGS, "-o", f"{tmp}.so", tmp], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError as e:  # an unwritable cache, a compiler that cannot start, a library that will not load
+            b.failed = f"{type(e).__name__}: {e}"
+        return b
+
+
+def _finish(b: _Build, wait: bool) -> None:
+    """Load b's library once its build has ended (waiting for it if asked)."""
+    with _lock:
+        proc = b.proc
+        if proc is None or (not wait and proc.poll() is None):
+            return
+        _, err = proc.communicate()
+        b.proc = None
+        built = Path(f"{b.tmp}.so")
+        try:
+            if proc.returncode != 0:
+                b.failed = f"cc failed: {err.decode(errors='replace').strip()[:500]}"
+                return
+            os.replace(built, b.target)  # atomic: another process reading the cache never sees half a file
+            b.lib = ctypes.CDLL(str(b.target))
+        except OSError as e:
+            b.failed = f"{type(e).__name__}: {e}"
+        finally:
+            for p in (b.tmp, built):
+                if p is not None and p.exists():
+                    p.unlink()
+
+
+def _ready(b: _Build, wait: bool = False) -> bool:
+    if b.lib is None and b.proc is not None:
+        _finish(b, wait)
+    return b.lib is not None
+
+
+def library(source: str) -> ctypes.CDLL | None:
+    """The library built from this C source (a hand-written kernel, e.g. pool.c) if it is loaded; otherwise its
+    build is started, or polled, and None returned: the caller runs its numpy code meanwhile."""
+    if not enabled():
+        return None
+    b = _start(source)
+    return b.lib if _ready(b) else None
+
+
+def c_source(dtype: str, kinds: Sequence[int], program: Sequence[tuple[str, int, int, int]]) -> str:
+    """One C loop for a program of (op, dst slot, a slot, b slot or -1) over slots of the given kinds: array
+    slots read before they are written are loaded, every op is one statement on registers, and array slots
+    written are stored back, element by element."""
+    t, sqrt = _C_TYPES[dtype]
+    written = {d for _, d, _, _ in program}
+    loads, seen = [], set()
+    for _, d, a, b in program:
+        for s in (a, b):
+            if s >= 0 and kinds[s] == ARRAY and s not in seen:
+                loads.append(s)
+            seen.add(s)
+        seen.add(d)
+    head = [f"    {'' if j in written else 'const '}{t} *restrict a{j} = ({t} *)p[{j}];"
+            for j, k in enumerate(kinds) if k == ARRAY]
+    head += [f"    const {t} r{j} = ({t})sc[{j}];" for j, k in enumerate(kinds) if k == SCALAR]
+    body = [f"        {t} r{j} = a{j}[i];" for j in loads]
+    body += [f"        {t} r{j};" for j, k in enumerate(kinds) if k != SCALAR and j not in loads and j in written]
+    for op, d, a, b in program:
+        expr = f"{sqrt}(r{a})" if op == "sqrt" else _C_OPS[op].format(f"r{a}", f"r{b}")
+        body.append(f"        r{d} = {expr};")
+    body += [f"        a{j}[i] = r{j};" for j, k in enumerate(kinds) if k == ARRAY and j in written]
+    return "\n".join([f"/* graphc fused group ({dtype}): {', '.join(op for op, *_ in program)} */",
+                      "#include <math.h>",
+                      "void graphc_group(void *const *p, const double *sc, long s, long e)", "{", *head,
+                      "    for (long i = s; i < e; i++) {", *body, "    }", "}", ""])
+
+
+class Group:
+    """One fused group as a C loop. Called with its slots' values in slot order (arrays; scalars; None for
+    temporaries); returns False, having done nothing, while its library is not loaded (or the arrays are
+    not the contiguous ones of the group's type and size it was built for): the caller then runs its numpy
+    lines."""
+
+    def __init__(self, dtype: str, kinds: Sequence[int], program: Sequence[tuple[str, int, int, int]], size: int):
+        self.kinds, self.size, self.dtype = list(kinds), size, np.dtype(dtype)
+        self.source = c_source(dtype, kinds, program)
+        self._build = _start(self.source) if enabled() else _Build(failed="GRAPHC_NATIVE=0")
+        self._arrays = [j for j, k in enumerate(kinds) if k == ARRAY]
+        self._scalars = [j for j, k in enumerate(kinds) if k == SCALAR]
+        self._fn = None
+
+    def ready(self, wait: bool = False) -> bool:
+        return _ready(self._build, wait)
+
+    def status(self) -> str:
+        b = self._build
+        return "loaded" if b.lib is not None else "building" if b.proc is not None else f"off: {b.failed}"
+
+    def __call__(self, *values: Any) -> bool:
+        fn = self._fn
+        if fn is None:
+            if not self.ready():
+                return False
+            fn = self._fn = self._build.lib.graphc_group
+            fn.restype = None
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+        n = len(self.kinds)
+        ptrs = (ctypes.c_void_p * n)()
+        scal = (ctypes.c_double * n)()
+        for j in self._arrays:
+            v = values[j]
+            if v.dtype != self.dtype or not v.flags.c_contiguous or v.size != self.size:
+                return False
+            ptrs[j] = v.ctypes.data
+        for j in self._scalars:
+            scal[j] = float(values[j])
+        if chunks.state["threads"] >= 2 and self.size >= MIN_SPLIT:
+            half = self.size // 2 // 64 * 64  # cache-line aligned halves
+            fut = chunks.executor().submit(fn, ptrs, scal, 0, half)  # ctypes lets go of the GIL during the call
+            fn(ptrs, scal, half, self.size)
+            fut.result()
+        else:
+            fn(ptrs, scal, 0, self.size)
+        return True
+
+
+def supports(members: Sequence[Any]) -> str | None:
+    """The one float dtype of a group a C loop can run (every value of it, ops it knows), else None."""
+    dtypes = set()
+    for n in members:
+        if n.op not in OPS:
+            return None
+        for v in list(n.inputs) + list(n.outputs):
+            dtypes.add(np.dtype(v.type.dtype.np).name)
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _C_TYPES:
+        return None
+    return next(iter(dtypes))
+
+
+def program(members: Sequence[Any], slot_of: dict[int, int]) -> list[tuple[str, int, int, int]]:
+    """(op, dst, a, b) per member node, from the slot of each value (see codegen._native_group)."""
+    out = []
+    for n in members:
+        ins = [slot_of[id(v)] for v in n.inputs]
+        out.append((n.op, slot_of[id(n.outputs[0])], ins[0], ins[1] if len(ins) > 1 else -1))
+    return out
+
+
+def wait_all() -> bool:
+    """Wait for every build started so far (tests, benchmarks): whether all of them loaded."""
+    for b in list(_builds.values()):
+        if b.proc is not None:
+            _finish(b, wait=True)
+    return all(b.lib is not None for b in _builds.values())
+
+
+def status() -> str:
+    """One line on the native loops of this process (for reports)."""
+    if not enabled():
+        return "native loops: off (GRAPHC_NATIVE=0)"
+    done = sum(b.lib is not None for b in _builds.values())
+    failed = [b.failed for b in _builds.values() if b.failed]
+    return (f"native loops: {done} of {len(_builds)} programs loaded"
+            + (f"; not built: {failed[0]}" if failed else ""))

@@ -1,0 +1,226 @@
+"""Fused elementwise groups as C loops built by the machine's compiler (graphc/backends/numpy/native.py).
+
+The C loop must give numpy's numbers bit for bit (the numpy lines run until it is built, and wherever it
+cannot be), take over only arrays it was built for, and leave the numpy lines in charge when there is no
+compiler or the build fails."""
+from __future__ import annotations
+
+import importlib
+import shutil
+
+import numpy as np
+import pytest
+from steps import train_step
+
+import graphc as gc
+from graphc import nn, optim
+
+native = importlib.import_module("graphc.backends.numpy.native")
+chunks = importlib.import_module("graphc.backends.numpy.chunks")
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on this machine")
+UFUNC = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "neg": np.negative,
+         "sqrt": np.sqrt}
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Every test builds into a cache of its own, so a build is really run (and a broken one stays local)."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_builds", {})
+
+
+def _random_program(rng, n_arrays: int, n_scalars: int, n_ops: int):
+    """A program over array slots (the first written ones start as inputs too), scalar slots and temporaries,
+    as codegen builds them: every op reads slots already holding a value."""
+    kinds = [native.ARRAY] * n_arrays + [native.SCALAR] * n_scalars
+    have = list(range(n_arrays + n_scalars))
+    prog = []
+    for _ in range(n_ops):
+        op = rng.choice(list(UFUNC))
+        a = have[-1] if rng.random() < 0.5 else int(rng.choice(have))  # chains, mostly
+        b = int(rng.choice(have)) if op not in ("neg", "sqrt") else -1
+        if kinds[a] == native.SCALAR and (b < 0 or kinds[b] == native.SCALAR):
+            a = 0  # an op of scalars only has a scalar result: never in a chunked group
+        if rng.random() < 0.4:
+            d = int(rng.integers(n_arrays))  # into an array (in place, or an output of the group)
+        else:
+            d = len(kinds)
+            kinds.append(native.TEMP)
+            have.append(d)
+        prog.append((str(op), d, a, b))
+    temps = [j for j, k in enumerate(kinds) if k == native.TEMP]
+    for j in range(n_arrays):  # every array sees some temporaries: none is computed for nothing
+        if temps:
+            prog.append(("sub" if j % 2 else "add", j, int(rng.choice(temps)), j))
+    return kinds, prog
+
+
+def _numpy_reference(kinds, prog, values):
+    vals = [v.copy() if isinstance(v, np.ndarray) else v for v in values]
+    for op, d, a, b in prog:
+        args = [vals[a]] + ([vals[b]] if b >= 0 else [])
+        with np.errstate(all="ignore"):
+            res = UFUNC[op](*args)
+        if kinds[d] == native.ARRAY:
+            vals[d][...] = res
+        else:
+            vals[d] = res
+    return vals
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_programs_give_numpys_bits(dtype, seed):
+    rng = np.random.default_rng(seed)
+    n = 3000 + seed  # not a multiple of anything
+    kinds, prog = _random_program(rng, n_arrays=3, n_scalars=2, n_ops=8)
+    arrays = [rng.standard_normal(n).astype(dtype) for _ in range(3)]
+    arrays[0][:4] = [np.nan, np.inf, -np.inf, 0.0]  # and -0.0, tiny and huge values below
+    arrays[1][:4] = [-0.0, 1e-38, 3e38, -2.5]
+    scalars = [np.dtype(dtype).type(rng.standard_normal()) for _ in range(2)]
+    values = arrays + scalars + [None] * (len(kinds) - 5)
+    want = _numpy_reference(kinds, prog, values)
+    group = native.Group(dtype, kinds, prog, n)
+    assert group.ready(wait=True), group.status()
+    got = [a.copy() for a in arrays]
+    with np.errstate(all="ignore"):
+        assert group(*got, *scalars, *[None] * (len(kinds) - 5))
+    for j in range(3):
+        np.testing.assert_array_equal(got[j], want[j], err_msg=f"slot {j} of {prog}")
+        num = ~np.isnan(want[j])
+        np.testing.assert_array_equal(np.signbit(got[j][num]), np.signbit(want[j][num]))  # -0.0 is not 0.0
+
+
+@needs_cc
+@pytest.mark.parametrize("threads", [1, 2])
+def test_both_halves_are_computed_on_two_threads(threads, monkeypatch):
+    monkeypatch.setitem(chunks.state, "threads", threads)
+    monkeypatch.setattr(native, "MIN_SPLIT", 1000)
+    n = 100_003
+    rng = np.random.default_rng(1)
+    m, g, w = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+    mu, lr = np.float32(0.9), np.float32(-0.01)
+    want_m = m * mu + g
+    want_w = w + want_m * lr
+    group = native.Group("float32", [0, 0, 0, 1, 1, 2],
+                         [("mul", 0, 0, 3), ("add", 0, 0, 1), ("mul", 5, 0, 4), ("add", 2, 2, 5)], n)
+    assert group.ready(wait=True), group.status()
+    assert group(m, g, w, mu, lr, None)
+    np.testing.assert_array_equal(m, want_m)
+    np.testing.assert_array_equal(w, want_w)
+
+
+@needs_cc
+def test_arrays_it_was_not_built_for_are_declined():
+    n = 4096
+    group = native.Group("float32", [0, 0, 2], [("add", 2, 0, 1), ("mul", 0, 2, 1)], n)
+    assert group.ready(wait=True)
+    a, b = np.ones(n, np.float32), np.ones(n, np.float32)
+    assert not group(a.astype(np.float64), b, None)  # another dtype
+    assert not group(np.ones(2 * n, np.float32)[::2], b, None)  # not contiguous
+    assert not group(np.ones(n + 1, np.float32), np.ones(n + 1, np.float32), None)  # another size
+    assert (a == 1).all()
+    assert group(a, b, None) and (a == 2).all()
+
+
+def _step(monkeypatch, native_on: bool):
+    """Three SGD-momentum steps of a model with large weights: the parameters afterwards, and the generated code."""
+    monkeypatch.setenv("GRAPHC_NATIVE", "1" if native_on else "0")
+    gc.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 700), nn.ReLU(), nn.Linear(700, 400))  # 280K-weight layers
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    step = gc.compile(train_step(model, opt, nn.MSELoss()))
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        step(gc.tensor(rng.standard_normal((8, 40), dtype=np.float32)),
+             gc.tensor(rng.standard_normal((8, 400), dtype=np.float32)))
+        native.wait_all()  # later steps run the C loops
+    exe = [e for es in step._cache.values() for e in es][-1]
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}, exe.source
+
+
+@needs_cc
+def test_an_sgd_step_with_c_loops_matches_the_numpy_step_bit_for_bit(monkeypatch):
+    ran = []
+    real = native.Group.__call__
+    monkeypatch.setattr(native.Group, "__call__", lambda self, *a: ran.append(real(self, *a)) or ran[-1])
+    got, src = _step(monkeypatch, True)
+    assert "native.Group(" in src and any(ran), native.status()
+    want, src_numpy = _step(monkeypatch, False)
+    assert "native" not in src_numpy
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+@pytest.mark.parametrize("cc", ["/nonexistent/cc", "false"])
+def test_without_a_working_compiler_the_numpy_lines_run(cc, monkeypatch):
+    monkeypatch.setenv("CC", cc)  # none on PATH; one that fails every build
+    ran = []
+    real = native.Group.__call__
+    monkeypatch.setattr(native.Group, "__call__", lambda self, *a: ran.append(real(self, *a)) or ran[-1])
+    got, src = _step(monkeypatch, True)
+    assert "native.Group(" in src and ran and not any(ran)
+    assert not native.wait_all()
+    assert "not built" in native.status()
+    want, _ = _step(monkeypatch, False)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_c_source_reads_each_array_once_and_writes_what_it_changed():
+    src = native.c_source("float32", [0, 0, 0, 1, 1, 2],
+                          [("mul", 0, 0, 3), ("add", 0, 0, 1), ("mul", 5, 0, 4), ("add", 2, 2, 5)])
+    body = src.split("for (long i = s; i < e; i++) {")[1]
+    assert body.count("a0[i]") == 2 and body.count("a1[i]") == 1 and body.count("a2[i]") == 2
+    assert "a1[i] =" not in body  # read-only
+    assert "const float *restrict a1" in src and "r5 = r0 * r4;" in src
+
+
+pool = importlib.import_module("graphc.backends.numpy.pool")
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel,stride,hw", [((2, 2), (2, 2), (30, 30)), ((2, 2), (2, 2), (13, 13)),
+                                               ((3, 3), (2, 2), (13, 11)), ((3, 3), (1, 1), (9, 9)),
+                                               ((2, 3), (1, 2), (7, 9)), ((1, 1), (3, 3), (8, 8)),
+                                               ((3, 2), (3, 1), (10, 5))])
+def test_the_c_max_pool_gives_the_numpy_kernels_values_and_indices(dtype, kernel, stride, hw, monkeypatch):
+    """Ties (rounded values: the first maximum wins), NaN (the index moves to every NaN, as in torch), -inf
+    windows (the first element wins), on one and two threads."""
+    rng = np.random.default_rng(sum(kernel) + 10 * sum(stride))
+    xc = rng.standard_normal((5, 6) + hw).astype(dtype)
+    flat = xc.reshape(-1)
+    flat[rng.choice(flat.size, 40, replace=False)] = np.nan
+    xc[1, 2] = -np.inf
+    xc[2] = np.round(xc[2])
+    x = xc.transpose(1, 0, 2, 3)  # CNHW memory, as convolutions leave activations
+    kw = dict(kernel_size=kernel, stride=stride, padding=(0, 0))
+    monkeypatch.setattr(pool, "_c_lib", [])
+    monkeypatch.setenv("GRAPHC_NATIVE", "0")
+    want = pool.max_pool2d_with_indices(x, **kw)
+    monkeypatch.setenv("GRAPHC_NATIVE", "1")
+    assert pool._c_max_pool(x, kernel, stride, (0, 0), want[0].shape[2:]) is None  # the build has only started
+    assert native.wait_all(), native.status()
+    for threads in (1, 2):
+        monkeypatch.setitem(chunks.state, "threads", threads)
+        got = pool._c_max_pool(x, kernel, stride, (0, 0), want[0].shape[2:])
+        assert got is not None
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[1].dtype == np.int64 and got[0].transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+@needs_cc
+def test_the_c_max_pool_leaves_padding_and_other_layouts_to_numpy(monkeypatch):
+    monkeypatch.setattr(pool, "_c_lib", [])
+    pool._c_max_pool(np.zeros((1, 1, 4, 4), np.float32), (2, 2), (2, 2), (0, 0), (2, 2))
+    assert native.wait_all()
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)  # NCHW memory
+    assert pool._c_max_pool(x, (2, 2), (2, 2), (0, 0), (4, 4)) is None
+    xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    assert pool._c_max_pool(xc, (3, 3), (2, 2), (1, 1), (4, 4)) is None  # padding
+    assert pool._c_max_pool(xc.astype(np.int32), (2, 2), (2, 2), (0, 0), (4, 4)) is None
+    assert pool._c_max_pool(xc, (2, 2), (2, 2), (0, 0), (4, 4)) is not None
