@@ -197,15 +197,14 @@ def _chunkable(members: list[Node], hoisted: set[int]) -> bool:
     if len(members) < 2:
         return False
     shape = members[0].outputs[0].type.shape if members[0].outputs else None
-    least = native.MIN_ELEMENTS if native.enabled() and native.supports(members) else chunks.MIN_ELEMENTS
-    if shape is None or math.prod(shape) < least:
+    if shape is None or math.prod(shape) < native.MIN_ELEMENTS:
         return False
     for n in members:
         if n.op not in _UFUNCS or n.attrs or len(n.outputs) != 1 or id(n.outputs[0]) in hoisted:
             return False
         if any(v.type.shape not in (shape, ()) for v in n.inputs) or n.outputs[0].type.shape != shape:
             return False
-    return True
+    return math.prod(shape) >= chunks.MIN_ELEMENTS or (native.enabled() and native.supports(members) is not None)
 
 
 def _chunked(gid: str, first: int, members: list[Node], names: dict[int, str], taken: set[str],

@@ -217,15 +217,13 @@ class Group:
 
 def supports(members: Sequence[Any]) -> str | None:
     """The one float dtype of a group a C loop can run (every value of it, ops it knows), else None."""
-    dtypes = set()
+    names = set()
     for n in members:
         if n.op not in OPS:
             return None
-        for v in list(n.inputs) + list(n.outputs):
-            dtypes.add(np.dtype(v.type.dtype.np).name)
-    if len(dtypes) != 1 or next(iter(dtypes)) not in _C_TYPES:
-        return None
-    return next(iter(dtypes))
+        names.update(v.type.dtype.name for v in n.inputs)
+        names.update(v.type.dtype.name for v in n.outputs)
+    return next(iter(names)) if len(names) == 1 and next(iter(names)) in _C_TYPES else None
 
 
 def program(members: Sequence[Any], slot_of: dict[int, int]) -> list[tuple[str, int, int, int]]:
