@@ -61,6 +61,9 @@ def _info() -> int:
     print(f"graphc {__version__} (Python {sys.version.split()[0]})")
     print("backends:")
     print(f"  numpy {np.__version__}: available (CPU)")
+    from .backends.numpy import native
+
+    print(f"    C loops for fused elementwise groups and max pooling: {native.describe()}")
     try:
         import jax
     except Exception as e:  # any import failure means: not usable here

@@ -48,7 +48,7 @@ def test_help_explains_every_command():
 def test_info_lists_version_backends_and_graphviz():
     proc = _run("info")
     assert proc.returncode == 0, proc.stderr
-    assert "graphc 0.1.0" in proc.stdout and "numpy" in proc.stdout
+    assert "graphc 0.1.0" in proc.stdout and "numpy" in proc.stdout and "C loops" in proc.stdout
     assert "jax" in proc.stdout and "graphviz" in proc.stdout
 
 

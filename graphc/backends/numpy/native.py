@@ -251,3 +251,13 @@ def status() -> str:
     failed = [b.failed for b in _builds.values() if b.failed]
     return (f"native loops: {done} of {len(_builds)} programs loaded"
             + (f"; not built: {failed[0]}" if failed else ""))
+
+
+def describe() -> str:
+    """What this machine gives the C loops (for `python -m graphc info`)."""
+    if not enabled():
+        return "off (GRAPHC_NATIVE=0): numpy code only"
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        return "no C compiler (cc) on PATH: numpy code only"
+    return f"built by {cc} in the background, cached in {_cache_dir()}"
