@@ -154,7 +154,7 @@ def generate(g: Graph, fn_name: str = "run", plan: Any = None,
         return dead + [names[id(v)] for v in node.outputs if id(v) not in last and id(v) not in keep]  # never read
 
     params = [names[id(v)] for v in g.inputs] + [f"{b}=None" for b in into.values()]
-    natives: list[str] = []  # native.Group objects of chunked groups, built once at load time
+    natives: list[str] = []  # the C loops (native.Group) of chunked groups, built once at load time
     lines = [f"def {fn_name}({', '.join(params)}):"]
     group = None
     i = 0
@@ -210,8 +210,8 @@ def _chunkable(members: list[Node], hoisted: set[int]) -> bool:
 def _chunked(gid: str, first: int, members: list[Node], names: dict[int, str], taken: set[str],
              reuse: dict[int, Any], last: dict[int, int], keep: set[int], line: Callable, dying: Callable,
              natives: list[str]) -> list[str]:
-    """Lines running a _chunkable group in native.c's loop where it can (the group's object is added to
-    natives), else chunk by chunk (see chunks.py), with the whole-array lines as fallback.
+    """Lines running a _chunkable group as a C loop where one can run it (native.py; the group's object is
+    added to natives), else chunk by chunk (see chunks.py), with the whole-array lines as fallback.
 
     Inside the chunk function every array from outside the group is a flat view (a default argument of the
     same name), values that live on after the group are written into full-size arrays, and the rest are
@@ -279,10 +279,10 @@ def _chunked(gid: str, first: int, members: list[Node], names: dict[int, str], t
 
 def _native_group(members: list[Node], outer: dict[int, Any], fresh: list[Any], reuse: dict[int, Any],
                   names: dict[int, str], size: int) -> tuple[str, list[str]] | None:
-    """(the expression building a chunked group's native.Group, the names to call it with) or None when the
-    native loop cannot run it (another op or dtype, GRAPHC_NATIVE=0). Slots: the full-size arrays (read,
-    written through out=, or made for values that outlive the group), the scalars it reads, then one
-    block-sized temporary per value that lives only inside the group; a value computed in place (out=)
+    """(the expression building a chunked group's native.Group, the names to call it with) or None when no C
+    loop can run it (another op or dtype, GRAPHC_NATIVE=0). Slots: first the full-size arrays (read, written
+    through out=, or made for values that outlive the group), then, in the order the group meets them, the
+    scalars it reads and one register per value that lives only inside it; a value computed in place (out=)
     shares its buffer's slot."""
     dtype = native.supports(members)
     if dtype is None or not native.enabled():

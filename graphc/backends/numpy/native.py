@@ -14,7 +14,8 @@ Each distinct program (ops, slots and dtype, not sizes: every SGD update of a ne
 built once per machine by `cc` in a background process and cached under $GRAPHC_CACHE_DIR (else
 $XDG_CACHE_HOME/graphc or ~/.cache/graphc), the way PyTensor and torch.compile's C++ backend use the
 system compiler. Building never blocks a call: until its library is loaded a group runs the numpy lines.
-No compiler, a failed build or GRAPHC_NATIVE=0: the numpy lines, always.
+No compiler, a failed build or GRAPHC_NATIVE=0: the numpy lines, always. Hand-written kernels (pool.c)
+are built and cached the same way (library()).
 """
 from __future__ import annotations
 
