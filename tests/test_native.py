@@ -224,3 +224,24 @@ def test_the_c_max_pool_leaves_padding_and_other_layouts_to_numpy(monkeypatch):
     assert pool._c_max_pool(xc, (3, 3), (2, 2), (1, 1), (4, 4)) is None  # padding
     assert pool._c_max_pool(xc.astype(np.int32), (2, 2), (2, 2), (0, 0), (4, 4)) is None
     assert pool._c_max_pool(xc, (2, 2), (2, 2), (0, 0), (4, 4)) is not None
+
+
+@needs_cc
+def test_a_damaged_cache_entry_is_built_again():
+    kinds, prog = [0, 0, 2], [("add", 2, 0, 1), ("mul", 0, 2, 1)]
+    entry = native.cache_path(native.c_source("float32", kinds, prog))
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"not a library")  # a build cut short, a full disk
+    group = native.Group("float32", kinds, prog, 64)
+    assert group.ready(wait=True), group.status()
+    a, b = np.ones(64, np.float32), np.full(64, 2, np.float32)
+    assert group(a, b, None) and (a == 6).all()
+
+
+@needs_cc
+def test_a_forked_child_leaves_its_parents_build_alone(monkeypatch):
+    group = native.Group("float32", [0, 0, 2], [("add", 2, 0, 1), ("mul", 0, 2, 1)], 64)
+    build = group._build
+    assert build.proc is not None
+    monkeypatch.setattr(build, "pid", build.pid + 1)  # as a child of the building process sees it
+    assert not group.ready(wait=True) and "forked" in group.status()

@@ -65,6 +65,7 @@ class _Build:
     proc: subprocess.Popen | None = None
     tmp: Path | None = None
     target: Path | None = None
+    pid: int = 0  # the process that started the build: only it may wait for the compiler and move its output
     failed: str | None = None
 
 
@@ -72,10 +73,19 @@ _builds: dict[str, _Build] = {}
 _lock = threading.Lock()
 
 
+def _key(source: str, cc: str | None) -> str:
+    return hashlib.sha256("\0".join([source, cc or "", *FLAGS]).encode()).hexdigest()[:20]
+
+
+def cache_path(source: str) -> Path:
+    """Where the library built from this C source is cached, for this compiler and these flags."""
+    return _cache_dir() / f"group-{_key(source, shutil.which(os.environ.get('CC', 'cc')))}.so"
+
+
 def _start(source: str) -> _Build:
     """The build of this C source: loaded from the cache, started in the background, or failed."""
     cc = shutil.which(os.environ.get("CC", "cc"))
-    key = hashlib.sha256("\0".join([source, cc or "", *FLAGS]).encode()).hexdigest()[:20]
+    key = _key(source, cc)
     with _lock:
         b = _builds.get(key)
         if b is not None:
@@ -85,15 +95,18 @@ def _start(source: str) -> _Build:
             b.failed = "no C compiler (cc) on PATH"
             return b
         try:
-            target = _cache_dir() / f"group-{key}.so"
+            target = cache_path(source)
             if target.exists():
-                b.lib = ctypes.CDLL(str(target))
-                return b
+                try:
+                    b.lib = ctypes.CDLL(str(target))
+                    return b
+                except OSError:  # a damaged cache entry: build it again
+                    target.unlink(missing_ok=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".c", dir=target.parent)
             with os.fdopen(fd, "w") as f:
                 f.write(source)
-            b.tmp, b.target = Path(tmp), target
+            b.tmp, b.target, b.pid = Path(tmp), target, os.getpid()
             b.proc = subprocess.Popen([cc, *FLAGS, "-o", f"{tmp}.so", tmp], stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except OSError as e:  # an unwritable cache, a compiler that cannot start, a library that will not load
@@ -105,6 +118,9 @@ def _finish(b: _Build, wait: bool) -> None:
     """Load b's library once its build has ended (waiting for it if asked)."""
     with _lock:
         proc = b.proc
+        if proc is not None and b.pid != os.getpid():  # a fork of the process building it: not our compiler
+            b.proc, b.failed = None, "the process was forked while the library was being built"
+            return
         if proc is None or (not wait and proc.poll() is None):
             return
         _, err = proc.communicate()
