@@ -245,3 +245,31 @@ def test_a_forked_child_leaves_its_parents_build_alone(monkeypatch):
     assert build.proc is not None
     monkeypatch.setattr(build, "pid", build.pid + 1)  # as a child of the building process sees it
     assert not group.ready(wait=True) and "forked" in group.status()
+
+
+@needs_cc
+def test_the_line_profiler_times_a_c_loop_at_its_call(monkeypatch):
+    """benchmarks/lineprofile.py times a group's C loop once at its call, and the rewritten code still computes
+    what the executable does (the numpy lines it skips are not timed)."""
+    import re
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from benchmarks.lineprofile import instrument, profile_step
+
+    n = native.MIN_ELEMENTS + 5
+    rng = np.random.default_rng(4)
+    xa, ya = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+    f = gc.compile(lambda x, y: (x * 3.0 + y) * x - y * 0.5)
+    args = (gc.tensor(xa), gc.tensor(ya))
+    f(*args)
+    assert native.wait_all(), native.status()
+    want = f(*args).numpy()
+    exe = [e for es in f._cache.values() for e in es][0]
+    fn, times, lines = instrument(exe.source, re.search(r"^def (\w+)\(", exe.source, re.M).group(1))
+    out = fn(*exe._gather(exe._leaves(args, {})))
+    np.testing.assert_array_equal(out[0] if isinstance(out, tuple) else out, want)
+    call = next(i for i, line in enumerate(lines) if line.strip().startswith("if not native_"))
+    assert len(times[call]) == 1
+    assert not any("run_chunks" in lines[i] for i in times)  # the C loop ran: the numpy chunks did not
+    assert "fused group, C loop" in profile_step(exe, args, rounds=1)
