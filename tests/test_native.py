@@ -204,6 +204,7 @@ def test_the_c_max_pool_gives_the_numpy_kernels_values_and_indices(dtype, kernel
     monkeypatch.setenv("GRAPHC_NATIVE", "1")
     assert pool._c_max_pool(x, kernel, stride, (0, 0), want[0].shape[2:]) is None  # the build has only started
     assert native.wait_all(), native.status()
+    monkeypatch.setattr(pool, "C_SPLIT", 1)  # split the planes between the threads whenever two are allowed
     for threads in (1, 2):
         monkeypatch.setitem(chunks.state, "threads", threads)
         got = pool._c_max_pool(x, kernel, stride, (0, 0), want[0].shape[2:])

@@ -222,14 +222,19 @@ class Group:
             ptrs[j] = v.ctypes.data
         for j in self._scalars:
             scal[j] = float(values[j])
-        if chunks.state["threads"] >= 2 and self.size >= MIN_SPLIT:
-            half = self.size // 2 // 64 * 64  # cache-line aligned halves
-            fut = chunks.executor().submit(fn, ptrs, scal, 0, half)  # ctypes lets go of the GIL during the call
-            fn(ptrs, scal, half, self.size)
-            fut.result()
-        else:
-            fn(ptrs, scal, 0, self.size)
+        halves(fn, (ptrs, scal), (), self.size, self.size // 2 // 64 * 64 if self.size >= MIN_SPLIT else 0)
         return True
+
+
+def halves(fn: Any, head: tuple, tail: tuple, n: int, half: int) -> None:
+    """fn(*head, start, end, *tail) over [0, n): [0, half) on the chunk pool's thread and [half, n) here when
+    half > 0 and two threads are allowed now (ctypes lets go of the GIL during the call), else all of it here."""
+    if half <= 0 or half >= n or chunks.state["threads"] < 2:
+        fn(*head, 0, n, *tail)
+        return
+    fut = chunks.executor().submit(fn, *head, 0, half, *tail)
+    fn(*head, half, n, *tail)
+    fut.result()
 
 
 def supports(members: Sequence[Any]) -> str | None:

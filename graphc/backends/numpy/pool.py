@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import chunks, native
+from . import native
 from .conv import _clip, _cn, _out_hw
 from .registry import kernel
 
@@ -25,6 +25,7 @@ _ONE = (1, 1)
 _C_SOURCE = Path(__file__).with_name("pool.c").read_text()
 _C_NAMES = {np.dtype(np.float32): "graphc_max_pool_f32", np.dtype(np.float64): "graphc_max_pool_f64"}
 _c_lib: list[ctypes.CDLL] = []
+C_SPLIT = 1 << 18  # window reads (planes * Ho * Wo * kh * kw) from which the C pooling splits planes over 2 threads
 
 
 def _c_max_pool(x: np.ndarray, kernel_size, stride, padding, out_hw) -> tuple[np.ndarray, np.ndarray] | None:
@@ -52,12 +53,7 @@ def _c_max_pool(x: np.ndarray, kernel_size, stride, padding, out_hw) -> tuple[np
     idx = np.empty((c, n, ho, wo), dtype=np.int64)
     head, tail = (xc.ctypes.data, out.ctypes.data, idx.ctypes.data), (h, w, ho, wo, kh, kw, sh, sw)
     planes = c * n
-    if chunks.state["threads"] >= 2 and planes >= 2 and planes * ho * wo * kh * kw >= 1 << 18:
-        fut = chunks.executor().submit(fn, *head, 0, planes // 2, *tail)  # ctypes lets go of the GIL
-        fn(*head, planes // 2, planes, *tail)
-        fut.result()
-    else:
-        fn(*head, 0, planes, *tail)
+    native.halves(fn, head, tail, planes, planes // 2 if planes * ho * wo * kh * kw >= C_SPLIT else 0)
     return out.transpose(1, 0, 2, 3), idx.transpose(1, 0, 2, 3)
 
 
