@@ -274,3 +274,23 @@ def test_the_line_profiler_times_a_c_loop_at_its_call(monkeypatch):
     assert len(times[call]) == 1
     assert not any("run_chunks" in lines[i] for i in times)  # the C loop ran: the numpy chunks did not
     assert "fused group, C loop" in profile_step(exe, args, rounds=1)
+
+
+def test_a_group_too_small_for_numpy_chunks_still_computes_when_its_c_loop_declines(monkeypatch):
+    """Groups of 16K-256K elements are emitted for a C loop only; while it declines (here: no compiler) they run
+    as numpy chunks, and give the whole-array lines' numbers."""
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    n = native.MIN_ELEMENTS + 5
+    assert n < chunks.MIN_ELEMENTS
+    rng = np.random.default_rng(5)
+    xa, ya = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+    fn = lambda x, y: (x * 3.0 + y) * x - y * 0.5  # noqa: E731
+    f = gc.compile(fn)
+    got = f(gc.tensor(xa), gc.tensor(ya)).numpy()
+    exe = [e for es in f._cache.values() for e in es][0]
+    assert "native.Group(" in exe.source and "chunks.run_chunks(" in exe.source
+    monkeypatch.setenv("GRAPHC_NATIVE", "0")
+    g = gc.compile(fn)
+    want = g(gc.tensor(xa), gc.tensor(ya)).numpy()
+    assert "chunks.run_chunks(" not in [e for es in g._cache.values() for e in es][0].source  # whole-array lines
+    np.testing.assert_array_equal(got, want)
