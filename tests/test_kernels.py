@@ -276,6 +276,32 @@ def test_where_selects_bits_exactly(dtype):
     np.testing.assert_array_equal(where(np.array([True, False]), np.array([1, 2]), np.array([3, 4])), [1, 4])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["c", "cnhw", "strided", "small"])
+def test_relu_gives_the_bits_of_maximum_with_zero(dtype, layout, monkeypatch):
+    """relu reads an array of zeros on dense arrays (numpy's maximum against a scalar is 4x slower): the same
+    bits as np.maximum(x, 0) for NaN, inf and -0.0, in x's memory order, in place or not, over several runs
+    of the zero array."""
+    from graphc.backends.numpy import elementwise
+
+    monkeypatch.setattr(elementwise, "_ZERO_RUN", 1000)  # several runs of zeros per call
+    monkeypatch.setattr(elementwise, "_zeros", {})
+    rng = np.random.default_rng(1)
+    shape = (2, 3, 4, 5) if layout == "small" else (4, 6, 20, 18)
+    base = rng.choice(SPECIAL, shape).astype(dtype)
+    x = {"c": base, "cnhw": cnhw(base), "strided": base[:, :, ::2], "small": base}[layout]
+    want = np.maximum(x, dtype(0))
+    got = relu(x)
+    assert got.dtype == want.dtype and got.strides == want.strides
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    buf = x.copy(order="K")
+    assert relu(buf, out=buf) is buf
+    np.testing.assert_array_equal(buf.view(np.uint8), want.view(np.uint8))
+    if layout != "small" and layout != "strided":
+        assert elementwise._zeros[np.dtype(dtype)].size == 1000  # the array path ran, not the scalar one
+        assert not elementwise._zeros[np.dtype(dtype)].any()
+
+
 def test_out_variants_equal_the_allocating_kernels():
     rng = np.random.default_rng(0)
     x = rng.choice(SPECIAL, (5, 7)).astype(np.float32)

@@ -1,6 +1,7 @@
 """numpy kernels for elementwise ops."""
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 
 import numpy as np
@@ -44,10 +45,52 @@ def sigmoid(x, out=None):
     return out
 
 
+_ZEROS_FROM = 1 << 12  # elements from which relu reads an array of zeros instead of broadcasting a zero
+_ZERO_RUN = 1 << 24  # elements of that array (it occupies no memory: see _zeros_for)
+_zeros: dict[np.dtype, np.ndarray] = {}
+
+
+def _flat(a: np.ndarray) -> np.ndarray | None:
+    """a's elements as one 1-d view in memory order, if they are dense (C order or CNHW): else None."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    if a.ndim == 4 and a.transpose(1, 0, 2, 3).flags.c_contiguous:
+        return a.transpose(1, 0, 2, 3).reshape(-1)
+    return None
+
+
+def _zeros_for(dtype: np.dtype) -> np.ndarray:
+    """_ZERO_RUN read-only zeros of this dtype. An anonymous read-only mapping: every page of it is the
+    kernel's one shared zero page, so it takes no memory and its reads hit the cache."""
+    z = _zeros.get(dtype)
+    if z is None:
+        try:
+            buf = mmap.mmap(-1, _ZERO_RUN * dtype.itemsize, prot=mmap.PROT_READ)
+            z = np.frombuffer(buf, dtype=dtype)
+        except (AttributeError, TypeError, OSError):  # no PROT_READ (Windows) or no mapping: plain zeros
+            z = np.zeros(_ZERO_RUN, dtype=dtype)
+            z.flags.writeable = False
+        _zeros[dtype] = z
+    return z
+
+
 @kernel("relu")
 @takes_out
 def relu(x, out=None):
-    return np.maximum(x, x.dtype.type(0), out=out)
+    """np.maximum against an ARRAY of zeros: numpy 2.4 runs maximum with a scalar operand in a slow loop
+    (345 K float32: 0.17-0.25 ms, against 0.05-0.06 ms with an array; the same bits: NaN kept, -0.0 -> +0.0
+    both ways). Read in x's own memory order, so CNHW activations qualify."""
+    flat = _flat(x) if isinstance(x, np.ndarray) and x.size >= _ZEROS_FROM and x.dtype.kind == "f" else None
+    if out is None and flat is not None:
+        out = np.empty_like(x)  # (keeps x's memory order)
+    dst = None if flat is None or out.strides != x.strides or out.dtype != x.dtype else _flat(out)
+    if dst is None:
+        return np.maximum(x, x.dtype.type(0), out=out)
+    zeros = _zeros_for(x.dtype)
+    for s in range(0, flat.size, _ZERO_RUN):
+        e = min(flat.size, s + _ZERO_RUN)
+        np.maximum(flat[s:e], zeros[:e - s], out=dst[s:e])
+    return out
 
 
 _BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
