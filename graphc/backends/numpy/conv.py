@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...ops.conv import out_size
+from . import conv_c
 from .registry import kernel
 
 _SHORT_PRODUCT = 64  # most GEMM columns (N*Ho*Wo) for which the input gradient's product runs transposed
@@ -157,6 +158,10 @@ def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
 def conv2d(x, w, *, stride, padding, dilation, groups):
     n = x.shape[0]
     o, cg, kh, kw = w.shape
+    if conv_c.applies((x.dtype, w.dtype), (kh, kw), stride, dilation, groups, padding, cg * kh * kw, o):
+        done = conv_c.conv2d(x, w, padding)
+        if done is not None:
+            return done
     ho, wo = _out_hw(x.shape[2:], (kh, kw), stride, padding, dilation)
     cols = _cols(x, (kh, kw), stride, padding, dilation, (ho, wo))
     wm = w.reshape(o, cg * kh * kw)
@@ -170,6 +175,11 @@ def conv2d(x, w, *, stride, padding, dilation, groups):
 @kernel("conv2d_weight_grad")
 def conv2d_weight_grad(x, g, *, kernel_size, stride, padding, dilation, groups, out=None):
     n, o, ho, wo = g.shape
+    if conv_c.applies((x.dtype, g.dtype), kernel_size, stride, dilation, groups, padding,
+                      x.shape[1] * kernel_size[0] * kernel_size[1], o):
+        done = conv_c.weight_grad(x, g, kernel_size, padding, out)
+        if done is not None:
+            return done
     cols = _cols(x, kernel_size, stride, padding, dilation, (ho, wo))
     gm = _rows(g)
     # written into its final 4-d array, so the gradient owns its memory (no copy when it becomes .grad); out: the
@@ -191,6 +201,10 @@ conv2d_weight_grad.supports_out = True
 def conv2d_input_grad(g, w, *, input_hw, stride, padding, dilation, groups):
     n, o, ho, wo = g.shape
     _, cg, kh, kw = w.shape
+    if conv_c.applies((g.dtype, w.dtype), (kh, kw), stride, dilation, groups, padding, o * kh * kw, cg):
+        done = conv_c.input_grad(g, w, padding)
+        if done is not None:
+            return done
     full = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
     h, wd = input_hw
     if (stride == (1, 1) and groups == 1 and min(full) >= 0 and (kh, kw) != (1, 1) and n * ho * wo > 128

@@ -14,8 +14,9 @@ Each distinct program (ops, slots and dtype, not sizes: every SGD update of a ne
 built once per machine by `cc` in a background process and cached under $GRAPHC_CACHE_DIR (else
 $XDG_CACHE_HOME/graphc or ~/.cache/graphc), the way PyTensor and torch.compile's C++ backend use the
 system compiler. Building never blocks a call: until its library is loaded a group runs the numpy lines.
-No compiler, a failed build or GRAPHC_NATIVE=0: the numpy lines, always. Hand-written kernels (pool.c)
-are built and cached the same way (library()).
+No compiler, a failed build or GRAPHC_NATIVE=0: the numpy lines, always. Hand-written kernels (pool.c,
+conv.c) are built and cached the same way (library()); conv.c's sums differ from numpy's, so its first use
+waits for the build instead (conv_c.py).
 """
 from __future__ import annotations
 
@@ -73,19 +74,19 @@ _builds: dict[str, _Build] = {}
 _lock = threading.Lock()
 
 
-def _key(source: str, cc: str | None) -> str:
-    return hashlib.sha256("\0".join([source, cc or "", *FLAGS]).encode()).hexdigest()[:20]
+def _key(source: str, cc: str | None, flags: Sequence[str]) -> str:
+    return hashlib.sha256("\0".join([source, cc or "", *flags]).encode()).hexdigest()[:20]
 
 
-def cache_path(source: str) -> Path:
+def cache_path(source: str, flags: Sequence[str] = FLAGS) -> Path:
     """Where the library built from this C source is cached, for this compiler and these flags."""
-    return _cache_dir() / f"group-{_key(source, shutil.which(os.environ.get('CC', 'cc')))}.so"
+    return _cache_dir() / f"group-{_key(source, shutil.which(os.environ.get('CC', 'cc')), flags)}.so"
 
 
-def _start(source: str) -> _Build:
+def _start(source: str, flags: Sequence[str] = FLAGS) -> _Build:
     """The build of this C source: loaded from the cache, started in the background, or failed."""
     cc = shutil.which(os.environ.get("CC", "cc"))
-    key = _key(source, cc)
+    key = _key(source, cc, flags)
     with _lock:
         b = _builds.get(key)
         if b is not None:
@@ -95,7 +96,7 @@ def _start(source: str) -> _Build:
             b.failed = "no C compiler (cc) on PATH"
             return b
         try:
-            target = cache_path(source)
+            target = cache_path(source, flags)
             if target.exists():
                 try:
                     b.lib = ctypes.CDLL(str(target))
@@ -107,7 +108,7 @@ def _start(source: str) -> _Build:
             with os.fdopen(fd, "w") as f:
                 f.write(source)
             b.tmp, b.target, b.pid = Path(tmp), target, os.getpid()
-            b.proc = subprocess.Popen([cc, *FLAGS, "-o", f"{tmp}.so", tmp], stdin=subprocess.DEVNULL,
+            b.proc = subprocess.Popen([cc, *flags, "-o", f"{tmp}.so", tmp], stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except OSError as e:  # an unwritable cache, a compiler that cannot start, a library that will not load
             b.failed = f"{type(e).__name__}: {e}"
@@ -146,13 +147,15 @@ def _ready(b: _Build, wait: bool = False) -> bool:
     return b.lib is not None
 
 
-def library(source: str) -> ctypes.CDLL | None:
+def library(source: str, flags: Sequence[str] = FLAGS, wait: bool = False) -> ctypes.CDLL | None:
     """The library built from this C source (a hand-written kernel, e.g. pool.c) if it is loaded; otherwise its
-    build is started, or polled, and None returned: the caller runs its numpy code meanwhile."""
+    build is started, or polled, and None returned: the caller runs its numpy code meanwhile. With wait, the
+    first ask waits for the build (kernels whose numbers differ from numpy's, conv.c: a program must not switch
+    paths when the build ends); None then means no library in this process."""
     if not enabled():
         return None
-    b = _start(source)
-    return b.lib if _ready(b) else None
+    b = _start(source, flags)
+    return b.lib if _ready(b, wait) else None
 
 
 def c_source(dtype: str, kinds: Sequence[int], program: Sequence[tuple[str, int, int, int]]) -> str:
@@ -282,4 +285,5 @@ def describe() -> str:
     cc = shutil.which(os.environ.get("CC", "cc"))
     if cc is None:
         return "no C compiler (cc) on PATH: numpy code only"
-    return f"built by {cc} in the background, cached in {_cache_dir()}"
+    return (f"built by {cc} in the background (small convolutions wait for theirs, once per machine), cached in "
+            f"{_cache_dir()}")

@@ -1,0 +1,224 @@
+/* Direct convolution for convolutions with few channels (LeNet's 1->6 and 6->16, 3x3), where numpy's im2col
+ * copies as much as the GEMM computes and OpenBLAS runs the skinny products at a fraction of its speed.
+ * graphc/backends/numpy/conv.py calls these through ctypes (_c_conv); numpy's im2col + GEMM runs otherwise.
+ *
+ * Arrays are float32 in graphc's CNHW memory order: planes (C, N) of H*W each, stride 1. The input comes
+ * already padded, followed by SLACK floats: whole vectors are read past the last column of a row, and what
+ * their extra lanes compute is never stored (forward) or is masked off (weight gradient).
+ *
+ * Built with fp-contract=fast and, on x86-64 with GCC, a second clone for x86-64-v3 (AVX2 and FMA) picked
+ * at load time. The sums are not BLAS's (no kernel promises BLAS's rounding); they are the same on every call
+ * on one machine, because conv.py waits for this library's build rather than running numpy meanwhile. */
+#include <string.h>
+
+#define OB 6      /* output channels held in registers at once: 6 rows x 2 vectors = 12 accumulators
+                     (the forward's register block is written out for 6) */
+#define TILE 256  /* grid positions per tile of the forward (a multiple of 16) */
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int i8 __attribute__((vector_size(32)));
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+
+static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+
+/* out[o, n, i, j] = sum over k = (c*kh + a)*kw + b of w[o, k] * x[c, n, i + a, j + b], for images [n0, n1).
+ * wp holds the weights packed per block of OB output channels as (K, OB), zero past O. Positions run over the
+ * (Ho, W) grid of the input's row pitch, 16 at a time: a position (i, j) reads x at i*W + j + a*W + b of its
+ * plane, so kernel offset k is one shifted vector load shared by OB output channels. Columns j >= Wo of the
+ * grid are computed and dropped. */
+CLONES
+void graphc_conv_f32(const float *x, const float *wp, float *out, long n0, long n1, long C, long N, long H,
+                     long W, long O, long kh, long kw)
+{
+    const long Ho = H - kh + 1, Wo = W - kw + 1, G = Ho * W, K = C * kh * kw, plane = H * W;
+    long off[K];  /* kernel offset k's shift from a position of image 0: one flat loop over k */
+    for (long k = 0; k < K; k++)
+        off[k] = (k / (kh * kw)) * N * plane + (k % (kh * kw) / kw) * W + k % kw;
+    float tmp[OB][TILE];
+    for (long n = n0; n < n1; n++) {
+        const float *xn = x + n * plane;
+        for (long o0 = 0; o0 < O; o0 += OB) {
+            const float *wb = wp + (o0 / OB) * K * OB;
+            const int rows = O - o0 < OB ? (int)(O - o0) : OB;
+            for (long t0 = 0; t0 < G; t0 += TILE) {
+                const long t1 = t0 + TILE < G ? t0 + TILE : G;
+                for (long q = t0; q < t1; q += 16) {
+                    v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0};
+                    v8 b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, b4 = {0}, b5 = {0};
+                    const float *xq = xn + q;
+                    for (long k = 0; k < K; k++) {
+                        const float *xp = xq + off[k], *wk = wb + k * OB;
+                        const v8 x0 = load8(xp), x1 = load8(xp + 8);
+                        a0 += wk[0] * x0; b0 += wk[0] * x1;
+                        a1 += wk[1] * x0; b1 += wk[1] * x1;
+                        a2 += wk[2] * x0; b2 += wk[2] * x1;
+                        a3 += wk[3] * x0; b3 += wk[3] * x1;
+                        a4 += wk[4] * x0; b4 += wk[4] * x1;
+                        a5 += wk[5] * x0; b5 += wk[5] * x1;
+                    }
+                    float *tq = &tmp[0][q - t0];
+                    memcpy(tq, &a0, 32); memcpy(tq + 8, &b0, 32); tq += TILE;
+                    memcpy(tq, &a1, 32); memcpy(tq + 8, &b1, 32); tq += TILE;
+                    memcpy(tq, &a2, 32); memcpy(tq + 8, &b2, 32); tq += TILE;
+                    memcpy(tq, &a3, 32); memcpy(tq + 8, &b3, 32); tq += TILE;
+                    memcpy(tq, &a4, 32); memcpy(tq + 8, &b4, 32); tq += TILE;
+                    memcpy(tq, &a5, 32); memcpy(tq + 8, &b5, 32);
+                }
+                for (int r = 0; r < rows; r++) {  /* the grid rows this tile touches, columns j < Wo */
+                    float *op = out + ((o0 + r) * N + n) * Ho * Wo;
+                    for (long i = t0 / W; i * W < t1; i++) {
+                        const long j0 = i * W < t0 ? t0 - i * W : 0;
+                        const long end = t1 - i * W < Wo ? t1 - i * W : Wo;
+                        if (end > j0)
+                            memcpy(op + i * Wo + j0, &tmp[r][i * W + j0 - t0], (end - j0) * sizeof(float));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The weight gradient with the output channels along the vector lanes: per image, g is transposed into gt
+ * (positions, O rounded up to 8, zero-padded), and each position adds gt's row times one input value per
+ * kernel offset, for KB offsets at a time (KB * OV accumulators, OV = vectors per row of gt). Only valid
+ * positions are read, so no lane ever sees a value from outside the image. Per image the float accumulators
+ * are added into the double totals. */
+#define WGRAD(OV, KB)                                                                                     \
+static void wgrad_##OV(const float *x, const float *gt, double *dw, long n, long N, long H, long W, long O,  \
+                       long K, long kh, long kw)                                                          \
+{                                                                                                         \
+    const long Ho = H - kh + 1, Wo = W - kw + 1, plane = H * W, kk = kh * kw;                             \
+    for (long k0 = 0; k0 < K; k0 += KB) {                                                                 \
+        const long nk = K - k0 < KB ? K - k0 : KB;                                                        \
+        long off[KB];                                                                                     \
+        for (long t = 0; t < KB; t++) {                                                                   \
+            const long k = k0 + (t < nk ? t : 0);                                                         \
+            off[t] = ((k / kk) * N + n) * plane + (k % kk / kw) * W + k % kw;                             \
+        }                                                                                                 \
+        v8 acc[KB][OV];                                                                                   \
+        for (int t = 0; t < KB; t++)                                                                      \
+            for (int v = 0; v < OV; v++)                                                                  \
+                acc[t][v] = (v8){0};                                                                      \
+        for (long i = 0; i < Ho; i++) {                                                                   \
+            const float *xr = x + i * W;                                                                  \
+            const float *gr = gt + i * Wo * OV * 8;                                                       \
+            for (long j = 0; j < Wo; j++) {                                                               \
+                v8 gv[OV];                                                                                \
+                for (int v = 0; v < OV; v++)                                                              \
+                    gv[v] = load8(gr + (j * OV + v) * 8);                                                 \
+                for (int t = 0; t < KB; t++) {                                                            \
+                    const float xs = xr[off[t] + j];                                                      \
+                    for (int v = 0; v < OV; v++)                                                          \
+                        acc[t][v] += xs * gv[v];                                                          \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        for (long t = 0; t < nk; t++)                                                                     \
+            for (int v = 0; v < OV; v++)                                                                  \
+                for (int l = 0; l < 8 && v * 8 + l < O; l++)                                              \
+                    dw[(v * 8 + l) * K + k0 + t] += acc[t][v][l];                                         \
+    }                                                                                                     \
+}
+
+CLONES WGRAD(1, 12)
+CLONES WGRAD(2, 6)
+CLONES WGRAD(3, 4)
+CLONES WGRAD(4, 3)
+
+/* The weight gradient for few output channels (O <= 8), with positions along the lanes instead: OB output
+ * channels and two kernel offsets at a time (12 accumulators), each row in vectors of 8 positions. The vector
+ * that ends a row has its lanes past the row masked off in both operands, so values read beyond it (even inf
+ * or NaN) add exactly nothing; g needs 8 floats of slack. Per image the lanes are summed into the totals. */
+CLONES
+static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long n1, long C, long N, long H,
+                       long W, long O, long kh, long kw)
+{
+    const long Ho = H - kh + 1, Wo = W - kw + 1, K = C * kh * kw, plane = H * W, kk = kh * kw;
+    const long full = Wo / 8 * 8;
+    i8 keep;
+    for (int l = 0; l < 8; l++)
+        keep[l] = full + l < Wo ? -1 : 0;
+    for (long o0 = 0; o0 < O; o0 += OB) {
+        const int rows = O - o0 < OB ? (int)(O - o0) : OB;
+        const float *gr[OB];
+        for (int r = 0; r < OB; r++)
+            gr[r] = g + (o0 + (r < rows ? r : 0)) * N * Ho * Wo;
+        for (long k0 = 0; k0 < K; k0 += 2) {
+            const long k1 = k0 + 1 < K ? k0 + 1 : k0;
+            const long off0 = (k0 / kk * N) * plane + (k0 % kk / kw) * W + k0 % kw;
+            const long off1 = (k1 / kk * N) * plane + (k1 % kk / kw) * W + k1 % kw;
+            for (long n = n0; n < n1; n++) {
+                v8 acc[OB][2];
+                for (int r = 0; r < OB; r++)
+                    acc[r][0] = acc[r][1] = (v8){0};
+                for (long i = 0; i < Ho; i++) {
+                    const float *xr = x + n * plane + i * W;
+                    const long row = (n * Ho + i) * Wo;
+                    long j = 0;
+                    for (; j < full; j += 8) {
+                        const v8 x0 = load8(xr + off0 + j), x1 = load8(xr + off1 + j);
+                        for (int r = 0; r < OB; r++) {
+                            const v8 gv = load8(gr[r] + row + j);
+                            acc[r][0] += gv * x0;
+                            acc[r][1] += gv * x1;
+                        }
+                    }
+                    if (j < Wo) {
+                        const v8 x0 = (v8)((i8)load8(xr + off0 + j) & keep);
+                        const v8 x1 = (v8)((i8)load8(xr + off1 + j) & keep);
+                        for (int r = 0; r < OB; r++) {
+                            const v8 gv = (v8)((i8)load8(gr[r] + row + j) & keep);
+                            acc[r][0] += gv * x0;
+                            acc[r][1] += gv * x1;
+                        }
+                    }
+                }
+                for (int r = 0; r < rows; r++) {
+                    float s0 = 0.f, s1 = 0.f;
+                    for (int l = 0; l < 8; l++) {
+                        s0 += acc[r][0][l];
+                        s1 += acc[r][1][l];
+                    }
+                    dw[(o0 + r) * K + k0] += s0;
+                    if (k1 != k0)
+                        dw[(o0 + r) * K + k1] += s1;
+                }
+            }
+        }
+    }
+}
+
+/* The weight gradient over images [n0, n1) into dw (O, K) doubles. g is (O, N, Ho, Wo) with 8 floats of slack;
+ * gt is scratch of Ho*Wo * 8*ceil(O/8) floats; O <= 32. */
+void graphc_conv_wgrad_f32(const float *x, const float *g, double *dw, float *gt, long n0, long n1, long C,
+                           long N, long H, long W, long O, long kh, long kw)
+{
+    const long Ho = H - kh + 1, Wo = W - kw + 1, P = Ho * Wo, K = C * kh * kw, ov = (O + 7) / 8;
+    for (long i = 0; i < O * K; i++)
+        dw[i] = 0.0;
+    if (O <= 8 && Wo >= 8) {  /* one vector of channels would be mostly padding: transposing costs as much */
+        wgrad_rows(x, g, dw, n0, n1, C, N, H, W, O, kh, kw);
+        return;
+    }
+    for (long p = 0; p < P; p++)  /* the padding lanes, zero for every image */
+        for (long o = O; o < ov * 8; o++)
+            gt[p * ov * 8 + o] = 0.f;
+    for (long n = n0; n < n1; n++) {
+        for (long o = 0; o < O; o++) {  /* g's rows read in order, written across gt's rows */
+            const float *go = g + (o * N + n) * P;
+            for (long p = 0; p < P; p++)
+                gt[p * ov * 8 + o] = go[p];
+        }
+        switch (ov) {
+        case 1: wgrad_1(x, gt, dw, n, N, H, W, O, K, kh, kw); break;
+        case 2: wgrad_2(x, gt, dw, n, N, H, W, O, K, kh, kw); break;
+        case 3: wgrad_3(x, gt, dw, n, N, H, W, O, K, kh, kw); break;
+        default: wgrad_4(x, gt, dw, n, N, H, W, O, K, kh, kw); break;
+        }
+    }
+}

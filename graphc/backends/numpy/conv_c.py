@@ -1,0 +1,141 @@
+"""conv.c's direct convolution, for stride-1 float32 convolutions with few channels (LeNet's).
+
+There im2col + GEMM loses twice: the im2col copy is as large as the work, and OpenBLAS runs products with 6
+or 16 rows at a fraction of its speed. conv.c reads the kernel offsets straight from the input, 16 positions
+by 6 output channels per register block (measured at LeNet's shapes, batch 64, one thread: forward 1->6
+0.24 against 0.37 ms, 6->16 0.37 against 0.61 ms, the input gradient 16->6 0.52 against 2.3 ms, the weight
+gradient 1->6 0.15 against 0.57 ms).
+
+Its sums are not numpy's (FMA where the CPU has it, another order than BLAS), so a program must not switch
+from one to the other mid-run: the first convolution that qualifies waits for conv.c's build (cc, about a
+second, once per machine: the library is cached like native.py's). Without a compiler, with GRAPHC_NATIVE=0
+or after a failed build, numpy's kernels run, as before. The weight gradient is always summed as two halves
+of the batch added at the end, on two threads or one, so the thread count never changes a number.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from . import chunks, native
+
+_SOURCE = Path(__file__).with_name("conv.c").read_text()
+FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-Wno-psabi", "-fPIC", "-shared"]
+_OB = 6  # conv.c's output channels per register block
+_SLACK = 64  # floats readable past an input's end (conv.c reads whole vectors past a row's last column)
+MAX_TERMS = 160  # most C*kh*kw (terms per output) for which conv.c runs; wider convolutions keep BLAS busy
+MAX_OUT = 32  # most output channels
+MIN_SPLIT = 1 << 20  # multiply-adds from which the forward splits its images over two threads
+_lib: list[ctypes.CDLL] = []
+
+
+def _library() -> ctypes.CDLL | None:
+    if not _lib:
+        lib = native.library(_SOURCE, FLAGS, wait=True)
+        if lib is None:
+            return None
+        lib.graphc_conv_f32.restype = lib.graphc_conv_wgrad_f32.restype = None
+        lib.graphc_conv_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 9
+        lib.graphc_conv_wgrad_f32.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 9
+        _lib.append(lib)
+    return _lib[0]
+
+
+def applies(dtypes, kernel_size, stride, dilation, groups: int, padding, terms: int, outs: int) -> bool:
+    """The convolution is one conv.c runs: float32 operands, groups 1, stride and dilation 1, padding inside
+    the kernel, at most MAX_TERMS terms (C*kh*kw) per output and MAX_OUT output channels."""
+    kh, kw = kernel_size
+    return (all(d == np.float32 for d in dtypes) and groups == 1 and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and terms <= MAX_TERMS and outs <= MAX_OUT and kw <= 32
+            and 0 <= padding[0] < kh and 0 <= padding[1] < kw)
+
+
+def _padded(xc: np.ndarray, ph: int, pw: int) -> tuple[np.ndarray, int, int]:
+    """(C, N, H, W) -> one flat float32 copy padded by (ph, pw) with zeros, followed by _SLACK zeros."""
+    c, n, h, w = xc.shape
+    hp, wp = h + 2 * ph, w + 2 * pw
+    size = c * n * hp * wp
+    buf = np.empty(size + _SLACK, dtype=np.float32)
+    buf[size:] = 0
+    xv = buf[:size].reshape(c, n, hp, wp)
+    if ph:
+        xv[:, :, :ph] = 0
+        xv[:, :, h + ph:] = 0
+    if pw:
+        xv[:, :, ph:h + ph, :pw] = 0
+        xv[:, :, ph:h + ph, w + pw:] = 0
+    xv[:, :, ph:h + ph, pw:w + pw] = xc
+    return buf, hp, wp
+
+
+def _packed(w: np.ndarray) -> np.ndarray:
+    """(O, C, kh, kw) -> (blocks, C*kh*kw, _OB): each block's weights per term, zero past O."""
+    o = w.shape[0]
+    blocks = -(-o // _OB)
+    wp = np.zeros((blocks * _OB, w[0].size), dtype=np.float32)
+    wp[:o] = w.reshape(o, -1)
+    return np.ascontiguousarray(wp.reshape(blocks, _OB, -1).transpose(0, 2, 1))
+
+
+def _correlate(xc: np.ndarray, w: np.ndarray, ph: int, pw: int) -> np.ndarray | None:
+    """sum over (c, a, b) of w[o, c, a, b] * x[c, n, i + a - ph, j + b - pw], as a CNHW (N, O, Ho, Wo) view."""
+    lib = _library()
+    if lib is None:
+        return None
+    c, n = xc.shape[:2]
+    o, _, kh, kw = w.shape
+    buf, hp, wp = _padded(xc, ph, pw)
+    ho, wo = hp - kh + 1, wp - kw + 1
+    out = np.empty((o, n, ho, wo), dtype=np.float32)
+    packed = _packed(w)
+    work = o * n * ho * wp * w[0].size
+    native.halves(lib.graphc_conv_f32, (buf.ctypes.data, packed.ctypes.data, out.ctypes.data),
+                  (c, n, hp, wp, o, kh, kw), n, n // 2 if work >= MIN_SPLIT else 0)
+    return out.transpose(1, 0, 2, 3)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, padding) -> np.ndarray | None:
+    """The forward convolution, or None when conv.c is not available."""
+    return _correlate(x.transpose(1, 0, 2, 3), w, padding[0], padding[1])
+
+
+def input_grad(g: np.ndarray, w: np.ndarray, padding) -> np.ndarray | None:
+    """The input gradient: the gradient correlated, fully padded, with the flipped and transposed kernel."""
+    kh, kw = w.shape[2:]
+    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    return _correlate(g.transpose(1, 0, 2, 3), wt, kh - 1 - padding[0], kw - 1 - padding[1])
+
+
+def weight_grad(x: np.ndarray, g: np.ndarray, kernel_size, padding, out: np.ndarray | None) -> np.ndarray | None:
+    """The weight gradient (into out when given), or None when conv.c is not available."""
+    lib = _library()
+    if lib is None:
+        return None
+    xc, gc = x.transpose(1, 0, 2, 3), g.transpose(1, 0, 2, 3)
+    c, n = xc.shape[:2]
+    o, _, ho, wo = gc.shape
+    kh, kw = kernel_size
+    buf, hp, wp = _padded(xc, padding[0], padding[1])
+    gbuf = np.empty(gc.size + _SLACK, dtype=np.float32)  # (O, N, Ho, Wo) and slack
+    gbuf[gc.size:] = 0
+    gbuf[:gc.size].reshape(gc.shape)[...] = gc
+    parts = np.empty((2, o, c * kh * kw), dtype=np.float64)
+    scratch = np.empty((2, ho * wo * 8 * -(-o // 8)), dtype=np.float32)
+    fn, half = lib.graphc_conv_wgrad_f32, n // 2
+    tail = (c, n, hp, wp, o, kh, kw)
+
+    def part(k: int, n0: int, n1: int) -> None:
+        fn(buf.ctypes.data, gbuf.ctypes.data, parts[k].ctypes.data, scratch[k].ctypes.data, n0, n1, *tail)
+
+    if chunks.state["threads"] >= 2 and half > 0:
+        fut = chunks.executor().submit(part, 0, 0, half)
+        part(1, half, n)
+        fut.result()
+    else:
+        part(0, 0, half)
+        part(1, half, n)
+    dw = np.empty((o, c, kh, kw), dtype=np.float32) if out is None else out
+    np.add(parts[0], parts[1], out=dw.reshape(o, -1), casting="same_kind")
+    return dw
