@@ -222,3 +222,20 @@ void graphc_conv_wgrad_f32(const float *x, const float *g, double *dw, float *gt
         }
     }
 }
+
+/* dst (planes, H + 2ph, W + 2pw) = src (planes, H, W) with zero borders, for planes [p0, p1): numpy's copy into
+ * the middle of a padded array goes row by row (13 floats at LeNet's second layer), 5x slower than this. */
+void graphc_pad_f32(const float *src, float *dst, long p0, long p1, long H, long W, long ph, long pw)
+{
+    const long Hp = H + 2 * ph, Wp = W + 2 * pw;
+    for (long p = p0; p < p1; p++) {
+        const float *s = src + p * H * W;
+        float *d = dst + p * Hp * Wp;
+        memset(d, 0, (ph * Wp + pw) * sizeof(float));
+        for (long i = 0; i < H; i++) {
+            float *row = d + (ph + i) * Wp + pw;
+            memcpy(row, s + i * W, W * sizeof(float));
+            memset(row + W, 0, (i + 1 < H ? 2 * pw : pw + ph * Wp) * sizeof(float));
+        }
+    }
+}

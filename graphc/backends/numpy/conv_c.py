@@ -39,6 +39,8 @@ def _library() -> ctypes.CDLL | None:
         lib.graphc_conv_f32.restype = lib.graphc_conv_wgrad_f32.restype = None
         lib.graphc_conv_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 9
         lib.graphc_conv_wgrad_f32.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 9
+        lib.graphc_pad_f32.restype = None
+        lib.graphc_pad_f32.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 6
         _lib.append(lib)
     return _lib[0]
 
@@ -59,14 +61,11 @@ def _padded(xc: np.ndarray, ph: int, pw: int) -> tuple[np.ndarray, int, int]:
     size = c * n * hp * wp
     buf = np.empty(size + _SLACK, dtype=np.float32)
     buf[size:] = 0
-    xv = buf[:size].reshape(c, n, hp, wp)
-    if ph:
-        xv[:, :, :ph] = 0
-        xv[:, :, h + ph:] = 0
-    if pw:
-        xv[:, :, ph:h + ph, :pw] = 0
-        xv[:, :, ph:h + ph, w + pw:] = 0
-    xv[:, :, ph:h + ph, pw:w + pw] = xc
+    if not (ph or pw):
+        buf[:size].reshape(xc.shape)[...] = xc
+        return buf, hp, wp
+    src = np.ascontiguousarray(xc)
+    _library().graphc_pad_f32(src.ctypes.data, buf.ctypes.data, 0, c * n, h, w, ph, pw)
     return buf, hp, wp
 
 
