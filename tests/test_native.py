@@ -294,3 +294,42 @@ def test_a_group_too_small_for_numpy_chunks_still_computes_when_its_c_loop_decli
     want = g(gc.tensor(xa), gc.tensor(ya)).numpy()
     assert "chunks.run_chunks(" not in [e for es in g._cache.values() for e in es][0].source  # whole-array lines
     np.testing.assert_array_equal(got, want)
+
+
+elementwise = importlib.import_module("graphc.backends.numpy.elementwise")
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["c", "cnhw"])
+def test_select_c_gives_wheres_bits(dtype, layout, monkeypatch):
+    """where(c, 0, x) and where(c, x, 0) (a ReLU's gradient) by select.c: numpy's bits for NaN, inf and -0.0, in
+    place or into another array, split over two threads or not."""
+    monkeypatch.setattr(elementwise, "_select", {})
+    monkeypatch.setattr(elementwise, "SELECT_FROM", 64)
+    rng = np.random.default_rng(3)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.5, -2.0, 3.0])
+    x = rng.choice(special, (5, 4, 6, 7)).astype(dtype)
+    c = rng.random((5, 4, 6, 7)) > 0.5
+    if layout == "cnhw":
+        x, c = (np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3) for a in (x, c))
+    zero = np.asarray(dtype(0))
+    assert not elementwise._c_select(c, x, np.empty_like(x), keep=False)  # the build has only started
+    assert native.wait_all(), native.status()
+    for split in (1 << 40, 128):
+        monkeypatch.setattr(elementwise, "SELECT_SPLIT", split)
+        for threads in (1, 2):
+            monkeypatch.setitem(chunks.state, "threads", threads)
+            for a, b in [(zero, x), (x, zero)]:
+                want = np.where(c, a, b)
+                out = np.empty_like(x)
+                assert elementwise._c_select(c, x, out, keep=b is zero)
+                np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8))
+                buf = x.copy(order="K")
+                assert elementwise.where(c, a if a is zero else buf, buf if b is not zero else b, out=buf) is buf
+                np.testing.assert_array_equal(buf.view(np.uint8), want.view(np.uint8))
+    mixed = np.ascontiguousarray(c)  # another memory order than x's: numpy's ufuncs, same bits
+    if layout == "cnhw":
+        assert not elementwise._c_select(mixed, x, np.empty_like(x), keep=False)
+    np.testing.assert_array_equal(elementwise.where(mixed, zero, x).view(np.uint8),
+                                  np.where(mixed, zero, x).view(np.uint8))

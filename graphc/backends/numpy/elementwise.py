@@ -1,11 +1,14 @@
 """numpy kernels for elementwise ops."""
 from __future__ import annotations
 
+import ctypes
 import mmap
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
+from . import native
 from .registry import KERNELS, kernel
 
 _UFUNCS = {
@@ -50,13 +53,21 @@ _ZERO_RUN = 1 << 24  # elements of that array (it occupies no memory: see _zeros
 _zeros: dict[np.dtype, np.ndarray] = {}
 
 
+def _order(a: np.ndarray) -> str | None:
+    """The dense memory order of a: "C", "CNHW" (a 4-d view of (C, N, H, W) memory), else None."""
+    if a.flags.c_contiguous:
+        return "C"
+    if a.ndim == 4 and a.transpose(1, 0, 2, 3).flags.c_contiguous:
+        return "CNHW"
+    return None
+
+
 def _flat(a: np.ndarray) -> np.ndarray | None:
     """a's elements as one 1-d view in memory order, if they are dense (C order or CNHW): else None."""
-    if a.flags.c_contiguous:
-        return a.reshape(-1)
-    if a.ndim == 4 and a.transpose(1, 0, 2, 3).flags.c_contiguous:
-        return a.transpose(1, 0, 2, 3).reshape(-1)
-    return None
+    order = _order(a)
+    if order is None:
+        return None
+    return (a if order == "C" else a.transpose(1, 0, 2, 3)).reshape(-1)
 
 
 def _zeros_for(dtype: np.dtype) -> np.ndarray:
@@ -101,6 +112,50 @@ def _zero_bits(v: np.ndarray) -> bool:
     return v.size == 1 and not np.asarray(v).view(_BITS[v.dtype]).any()
 
 
+_SELECT_SOURCE = Path(__file__).with_name("select.c").read_text()
+_SELECT_NAMES = {4: "graphc_select_u32", 8: "graphc_select_u64"}
+SELECT_FROM = 1 << 14  # elements from which where(c, x, 0) runs select.c (a ctypes call costs a few us)
+SELECT_SPLIT = 1 << 21  # elements from which it splits over two threads
+_select: dict[tuple[int, bool], ctypes._CFuncPtr] = {}
+
+
+def _c_select(c, x: np.ndarray, out: np.ndarray, keep: bool) -> bool:
+    """out = x where c == keep, else +0.0, by select.c once native.py has built it (numpy's two ufuncs give the
+    same bits meanwhile): one pass instead of a bool -> int conversion and a masked AND. False (nothing done)
+    unless c, x and out are one shape, dense in one memory order, and large enough."""
+    if (not isinstance(c, np.ndarray) or c.dtype != np.bool_ or out.size < SELECT_FROM
+            or c.shape != out.shape or x.shape != out.shape or out.dtype != x.dtype):
+        return False
+    order = _order(out)
+    if order is None or _order(c) != order or _order(x) != order:
+        return False
+    fns = _select_fns()
+    if fns is None:
+        return False
+    n = out.size
+    if out.ctypes.data == x.ctypes.data:
+        fn, ptrs = fns[x.itemsize, True], (c.ctypes.data, out.ctypes.data)
+    else:
+        fn, ptrs = fns[x.itemsize, False], (c.ctypes.data, x.ctypes.data, out.ctypes.data)
+    native.halves(fn, ptrs, (int(keep),), n, n // 2 // 64 * 64 if n >= SELECT_SPLIT else 0)
+    return True
+
+
+def _select_fns() -> dict | None:
+    """select.c's functions by (item size, in place), once built (native.library hashes the source: once)."""
+    if not _select:
+        lib = native.library(_SELECT_SOURCE)
+        if lib is None:
+            return None
+        for size, name in _SELECT_NAMES.items():
+            for inplace in (False, True):
+                fn = getattr(lib, name + ("_inplace" if inplace else ""))
+                fn.restype = None
+                fn.argtypes = [ctypes.c_void_p] * (2 if inplace else 3) + [ctypes.c_long] * 3
+                _select[size, inplace] = fn
+    return _select
+
+
 @kernel("where")
 @takes_out
 def where(c, a, b, out=None):
@@ -118,6 +173,8 @@ def where(c, a, b, out=None):
     shape = np.broadcast_shapes(np.shape(c), a.shape, b.shape)
     if out is None:
         out = np.empty(shape, dtype=a.dtype)
+    if (_zero_bits(a) or _zero_bits(b)) and _c_select(c, b if _zero_bits(a) else a, out, keep=not _zero_bits(a)):
+        return out
     ov = out.view(it)
     if _zero_bits(a):  # (relu's gradient: zero where the output is <= 0) c - 1: all bits where c does NOT hold
         np.bitwise_and(b.view(it), np.asarray(np.subtract(c, 1, dtype=it)), out=ov)
