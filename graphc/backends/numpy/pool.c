@@ -6,6 +6,7 @@
  * running maximum and its winner's offset a*W + b: the winner moves on a strictly greater value, or on
  * any NaN, as in torch's CPU kernel. Offset 0 starts each window, so an all -inf window keeps it. */
 #include <math.h>
+#include <string.h>
 
 /* one kernel offset along one output row, for a stride known to the compiler (1, 2) or not */
 #define OFFSET_PASS(T, SW)                                                                                  \
@@ -16,12 +17,67 @@
         at[j] = hit ? off : at[j];                                                                       \
     }
 
-/* one offset of a 2x2 window: the winner moves on a strictly greater value or a NaN */
-#define STEP22(v, off) { const int hit = ((v) > best) | ((v) != (v)); best = hit ? (v) : best; at = hit ? (off) : at; }
+/* one offset of a 2x2 window: the winner moves on a strictly greater value or a NaN. Selected with bit masks
+ * (U: the unsigned type of T's width), so that the scalar iterations after the vector loop do not branch on
+ * random data either (they mispredicted on 3 of LeNet's 15 outputs per row). */
+#define STEP22(T, U, v, off)                                                                                    \
+    {                                                                                                     \
+        const T v_ = (v);                                                                                 \
+        const U m = -(U)((v_ > best) | (v_ != v_));                                                       \
+        U bb, vb;                                                                                         \
+        memcpy(&bb, &best, sizeof bb);                                                                    \
+        memcpy(&vb, &v_, sizeof vb);                                                                      \
+        bb = (vb & m) | (bb & ~m);                                                                        \
+        memcpy(&best, &bb, sizeof bb);                                                                    \
+        at = ((unsigned)(off) & (unsigned)m) | (at & ~(unsigned)m);                                       \
+    }
+
+/* The outputs of a 2x2 stride-2 row pair, 4 at a time in SSE2 vectors: 8 inputs of each row loaded and split
+ * into even and odd columns, the same four steps as STEP22 on whole vectors. With overread (any row pair but
+ * the last of the call) the last vector reads up to 6 inputs past the row pair, whose lanes are not stored;
+ * otherwise it stops at a multiple of 4 and STEP22's scalar loop does the rest. Returns the outputs done. */
+typedef float v4 __attribute__((vector_size(16)));
+typedef int v4i __attribute__((vector_size(16)));
+
+static inline v4 load4(const float *p) { v4 v; memcpy(&v, p, sizeof v); return v; }
+
+static long rows22_f32(const float *r0, const float *r1, float *o, long long *ix, unsigned corner, unsigned w,
+                       long Wo, int overread)
+{
+    const v4i evens = {0, 2, 4, 6}, odds = {1, 3, 5, 7};
+    const long end = overread ? Wo : Wo / 4 * 4;  /* overread: the last vector may read past the row pair */
+    long j = 0;
+    for (; j < end; j += 4) {
+        const v4 a = load4(r0 + 2 * j), b = load4(r0 + 2 * j + 4), c = load4(r1 + 2 * j), d = load4(r1 + 2 * j + 4);
+        const v4 cand[3] = {__builtin_shuffle(a, b, odds), __builtin_shuffle(c, d, evens),
+                            __builtin_shuffle(c, d, odds)};
+        const v4i offs[3] = {(v4i){1, 1, 1, 1}, (v4i){0, 0, 0, 0} + (int)w, (v4i){1, 1, 1, 1} + (int)w};
+        v4 best = __builtin_shuffle(a, b, evens);
+        v4i at = {0, 0, 0, 0};
+        for (int k = 0; k < 3; k++) {
+            const v4 v = cand[k];
+            const v4i m = (v > best) | (v != v);
+            best = (v4)(((v4i)v & m) | ((v4i)best & ~m));
+            at = (offs[k] & m) | (at & ~m);
+        }
+        const int lanes = Wo - j < 4 ? (int)(Wo - j) : 4;
+        memcpy(o + j, &best, lanes * sizeof(float));
+        for (int l = 0; l < lanes; l++)
+            ix[j + l] = (long long)(corner + 2u * (unsigned)(j + l) + (unsigned)at[l]);
+    }
+    return j < Wo ? j : Wo;
+}
+
+static long rows22_none(const double *r0, const double *r1, double *o, long long *ix, unsigned corner, unsigned w,
+                        long Wo, int overread)
+{
+    (void)r0, (void)r1, (void)o, (void)ix, (void)corner, (void)w, (void)Wo, (void)overread;
+    return 0;
+}
 
 /* 2x2 windows at stride 2 (LeNet's, VGG's): all four reads of an output in one pass along its row pair, the
  * index widened from unsigned (SSE2 has no signed 32->64 widening), about twice the offset passes' speed */
-#define POOL22(NAME, T)                                                                                   \
+#define POOL22(NAME, T, U, VEC)                                                                               \
 static void NAME(const T *x, T *out, long long *idx, long p0, long p1, long H, long W, long Ho, long Wo) \
 {                                                                                                        \
     for (long p = p0; p < p1; p++) {                                                                     \
@@ -30,10 +86,11 @@ static void NAME(const T *x, T *out, long long *idx, long p0, long p1, long H, l
             T *o = out + (p * Ho + i) * Wo;                                                              \
             long long *ix = idx + (p * Ho + i) * Wo;                                                     \
             const unsigned corner = (unsigned)(2 * i * W), w = (unsigned)W;                              \
-            for (long j = 0; j < Wo; j++) {                                                              \
+            for (long j = VEC(r0, r1, o, ix, corner, w, Wo, p + 1 < p1 || i + 1 < Ho); j < Wo; j++) {                              \
                 T best = r0[2 * j];                                                                      \
                 unsigned at = 0;                                                                         \
-                STEP22(r0[2 * j + 1], 1u) STEP22(r1[2 * j], w) STEP22(r1[2 * j + 1], w + 1u)           \
+                STEP22(T, U, r0[2 * j + 1], 1u) STEP22(T, U, r1[2 * j], w)                                \
+                STEP22(T, U, r1[2 * j + 1], w + 1u)         \
                 o[j] = best;                                                                             \
                 ix[j] = (long long)(corner + 2u * (unsigned)j + at);                                     \
             }                                                                                            \
@@ -41,8 +98,8 @@ static void NAME(const T *x, T *out, long long *idx, long p0, long p1, long H, l
     }                                                                                                    \
 }
 
-#define POOL(NAME, T)                                                                                     \
-POOL22(NAME##_22, T)                                                                                     \
+#define POOL(NAME, T, U, VEC)                                                                               \
+POOL22(NAME##_22, T, U, VEC)                                                                               \
 void NAME(const T *x, T *out, long long *idx, long p0, long p1, long H, long W, long Ho, long Wo,       \
           long kh, long kw, long sh, long sw)                                                            \
 {                                                                                                        \
@@ -77,5 +134,5 @@ void NAME(const T *x, T *out, long long *idx, long p0, long p1, long H, long W, 
     }                                                                                                    \
 }
 
-POOL(graphc_max_pool_f32, float)
-POOL(graphc_max_pool_f64, double)
+POOL(graphc_max_pool_f32, float, unsigned int, rows22_f32)
+POOL(graphc_max_pool_f64, double, unsigned long long, rows22_none)
