@@ -153,3 +153,20 @@ def test_without_a_compiler_the_numpy_kernels_run(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_NATIVE", "0")
     monkeypatch.setattr(native, "_builds", {})
     assert conv_c.conv2d(x, w, padding) is None
+
+
+@needs_cc
+def test_conv_c_reads_nothing_past_its_arrays(monkeypatch):
+    """The gradient ends at the last readable byte (the next page unmapped): the weight gradient's masked vector at
+    the end of the last row must not read past it (a crash otherwise)."""
+    from guarded import guarded
+
+    for case in (0, 1, 3):  # positions along the lanes (O <= 8, rows of 30) and output channels along them
+        x, w, g, padding = _data(case)
+        gc = guarded(np.ascontiguousarray(g.transpose(1, 0, 2, 3)))
+        monkeypatch.setattr(conv_c, "MAX_TERMS", 160)
+        got = conv_c.weight_grad(x, gc.transpose(1, 0, 2, 3), w.shape[2:], padding, None)
+        monkeypatch.setattr(conv_c, "MAX_TERMS", 0)
+        a = {"stride": (1, 1), "padding": padding, "dilation": (1, 1), "groups": 1}
+        want = KERNELS["conv2d_weight_grad"](x, g, kernel_size=w.shape[2:], **a)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6 * float(np.abs(want).max()))

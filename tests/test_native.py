@@ -333,3 +333,35 @@ def test_select_c_gives_wheres_bits(dtype, layout, monkeypatch):
         assert not elementwise._c_select(mixed, x, np.empty_like(x), keep=False)
     np.testing.assert_array_equal(elementwise.where(mixed, zero, x).view(np.uint8),
                                   np.where(mixed, zero, x).view(np.uint8))
+
+
+@needs_cc
+def test_pool_and_select_read_nothing_past_their_arrays(monkeypatch):
+    """Inputs ending at the last readable byte (the next page unmapped): the 2x2 pooling's vectors that read past a
+    row pair, and select.c, must stop at the array's end (a crash otherwise)."""
+    from guarded import guarded
+
+    monkeypatch.setattr(pool, "_c_lib", [])
+    monkeypatch.setattr(elementwise, "_select", {})
+    monkeypatch.setattr(elementwise, "SELECT_FROM", 64)
+    rng = np.random.default_rng(4)
+    for hw in ((30, 30), (13, 13), (6, 7)):
+        xc = guarded(rng.standard_normal((3, 2) + hw).astype(np.float32))
+        x = xc.transpose(1, 0, 2, 3)
+        out_hw = (hw[0] // 2, hw[1] // 2)
+        monkeypatch.setenv("GRAPHC_NATIVE", "0")
+        want = pool.max_pool2d_with_indices(x, kernel_size=(2, 2), stride=(2, 2), padding=(0, 0))
+        monkeypatch.setenv("GRAPHC_NATIVE", "1")
+        pool._c_max_pool(x, (2, 2), (2, 2), (0, 0), out_hw)
+        assert native.wait_all()
+        got = pool._c_max_pool(x, (2, 2), (2, 2), (0, 0), out_hw)
+        assert got is not None
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    c = guarded(rng.random(1000) > 0.5)
+    v = guarded(rng.standard_normal(1000).astype(np.float32))
+    elementwise._c_select(c, v, np.empty_like(v), keep=False)
+    assert native.wait_all()
+    out = np.empty_like(v)
+    assert elementwise._c_select(c, v, out, keep=False)
+    np.testing.assert_array_equal(out, np.where(c, np.float32(0), v))

@@ -26,6 +26,14 @@ typedef int i8 __attribute__((vector_size(32)));
 
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 
+/* the floats from p up to end (fewer than 8), then zeros: the last vector of an array without slack */
+static inline v8 load8_upto(const float *p, const float *end)
+{
+    float t[8] = {0};
+    memcpy(t, p, (end - p) * sizeof(float));
+    return load8(t);
+}
+
 /* out[o, n, i, j] = sum over k = (c*kh + a)*kw + b of w[o, k] * x[c, n, i + a, j + b], for images [n0, n1).
  * wp holds the weights packed per block of OB output channels as (K, OB), zero past O. Positions run over the
  * (Ho, W) grid of the input's row pitch, 16 at a time: a position (i, j) reads x at i*W + j + a*W + b of its
@@ -133,13 +141,15 @@ CLONES WGRAD(4, 3)
 /* The weight gradient for few output channels (O <= 8), with positions along the lanes instead: OB output
  * channels and two kernel offsets at a time (12 accumulators), each row in vectors of 8 positions. The vector
  * that ends a row has its lanes past the row masked off in both operands, so values read beyond it (even inf
- * or NaN) add exactly nothing; g needs 8 floats of slack. Per image the lanes are summed into the totals. */
+ * or NaN) add exactly nothing; at the end of g it reads only what is there. Per image the lanes are summed
+ * into the totals. */
 CLONES
 static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long n1, long C, long N, long H,
                        long W, long O, long kh, long kw)
 {
     const long Ho = H - kh + 1, Wo = W - kw + 1, K = C * kh * kw, plane = H * W, kk = kh * kw;
     const long full = Wo / 8 * 8;
+    const float *gend = g + O * N * Ho * Wo;
     i8 keep;
     for (int l = 0; l < 8; l++)
         keep[l] = full + l < Wo ? -1 : 0;
@@ -172,7 +182,8 @@ static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long
                         const v8 x0 = (v8)((i8)load8(xr + off0 + j) & keep);
                         const v8 x1 = (v8)((i8)load8(xr + off1 + j) & keep);
                         for (int r = 0; r < OB; r++) {
-                            const v8 gv = (v8)((i8)load8(gr[r] + row + j) & keep);
+                            const float *gp = gr[r] + row + j;
+                            const v8 gv = (v8)((i8)(gp + 8 <= gend ? load8(gp) : load8_upto(gp, gend)) & keep);
                             acc[r][0] += gv * x0;
                             acc[r][1] += gv * x1;
                         }
@@ -193,8 +204,7 @@ static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long
     }
 }
 
-/* The weight gradient over images [n0, n1) into dw (O, K) doubles. g is (O, N, Ho, Wo) with 8 floats of slack;
- * gt is scratch of Ho*Wo * 8*ceil(O/8) floats; O <= 32. */
+/* The weight gradient over images [n0, n1) into dw (O, K) doubles. g is (O, N, Ho, Wo), contiguous; gt is scratch of Ho*Wo * 8*ceil(O/8) floats; O <= 32. */
 void graphc_conv_wgrad_f32(const float *x, const float *g, double *dw, float *gt, long n0, long n1, long C,
                            long N, long H, long W, long O, long kh, long kw)
 {

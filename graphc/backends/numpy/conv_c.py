@@ -117,16 +117,14 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel_size, padding, out: np.ndar
     o, _, ho, wo = gc.shape
     kh, kw = kernel_size
     buf, hp, wp = _padded(xc, padding[0], padding[1])
-    gbuf = np.empty(gc.size + _SLACK, dtype=np.float32)  # (O, N, Ho, Wo) and slack
-    gbuf[gc.size:] = 0
-    gbuf[:gc.size].reshape(gc.shape)[...] = gc
+    gc = np.ascontiguousarray(gc)  # (O, N, Ho, Wo): no copy for a CNHW gradient
     parts = np.empty((2, o, c * kh * kw), dtype=np.float64)
     scratch = np.empty((2, ho * wo * 8 * -(-o // 8)), dtype=np.float32)
     fn, half = lib.graphc_conv_wgrad_f32, n // 2
     tail = (c, n, hp, wp, o, kh, kw)
 
     def part(k: int, n0: int, n1: int) -> None:
-        fn(buf.ctypes.data, gbuf.ctypes.data, parts[k].ctypes.data, scratch[k].ctypes.data, n0, n1, *tail)
+        fn(buf.ctypes.data, gc.ctypes.data, parts[k].ctypes.data, scratch[k].ctypes.data, n0, n1, *tail)
 
     if chunks.state["threads"] >= 2 and half > 0:
         fut = chunks.executor().submit(part, 0, 0, half)
