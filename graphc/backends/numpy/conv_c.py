@@ -27,7 +27,8 @@ _OB = 6  # conv.c's output channels per register block
 _SLACK = 64  # floats readable past an input's end (conv.c reads whole vectors past a row's last column)
 MAX_TERMS = 160  # most C*kh*kw (terms per output) for which conv.c runs; wider convolutions keep BLAS busy
 MAX_OUT = 32  # most output channels
-MIN_SPLIT = 1 << 20  # multiply-adds from which the forward splits its images over two threads
+MIN_SPLIT = 1 << 22  # multiply-adds from which a kernel splits its images over two threads (waking the other
+# thread costs up to 0.1 ms here; LeNet's first layer, 3 M, ran no faster on two, its second, 10 M, 16% faster)
 _lib: list[ctypes.CDLL] = []
 
 
@@ -126,7 +127,7 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel_size, padding, out: np.ndar
     def part(k: int, n0: int, n1: int) -> None:
         fn(buf.ctypes.data, gc.ctypes.data, parts[k].ctypes.data, scratch[k].ctypes.data, n0, n1, *tail)
 
-    if chunks.state["threads"] >= 2 and half > 0:
+    if chunks.state["threads"] >= 2 and half > 0 and o * c * kh * kw * n * ho * wo >= MIN_SPLIT:
         fut = chunks.executor().submit(part, 0, 0, half)
         part(1, half, n)
         fut.result()

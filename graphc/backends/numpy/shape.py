@@ -13,7 +13,7 @@ def to_numpy_index(index: tuple) -> tuple:
 
 @kernel("reshape")
 def reshape(x, *, shape):
-    return np.reshape(x, shape)
+    return x.reshape(shape) if isinstance(x, np.ndarray) else np.reshape(x, shape)  # (the method: 0.2 us, not 1.1)
 
 
 @kernel("permute")
