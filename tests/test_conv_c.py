@@ -109,7 +109,11 @@ def test_the_weight_gradient_goes_into_out(monkeypatch):
     a = {"stride": (1, 1), "padding": padding, "dilation": (1, 1), "groups": 1}
     got = KERNELS["conv2d_weight_grad"](x, g, kernel_size=w.shape[2:], out=out, **a)
     assert got is out
-    np.testing.assert_array_equal(out, KERNELS["conv2d_weight_grad"](x, g, kernel_size=w.shape[2:], **a))
+    want = KERNELS["conv2d_weight_grad"](x, g, kernel_size=w.shape[2:], **a)
+    np.testing.assert_array_equal(out, want)
+    strided = np.full(w.shape, 7.0, dtype=np.float32, order="F")  # not C-contiguous: filled by a copy
+    assert KERNELS["conv2d_weight_grad"](x, g, kernel_size=w.shape[2:], out=strided, **a) is strided
+    np.testing.assert_array_equal(strided, want)
 
 
 def test_other_convolutions_keep_the_numpy_kernels():

@@ -2,13 +2,14 @@
 
 There im2col + GEMM loses twice: the im2col copy is as large as the work, and OpenBLAS runs products with 6
 or 16 rows at a fraction of its speed. conv.c reads the kernel offsets straight from the input, 16 positions
-by 6 output channels per register block (measured at LeNet's shapes, batch 64, one thread: forward 1->6
-0.24 against 0.37 ms, 6->16 0.37 against 0.61 ms, the input gradient 16->6 0.52 against 2.3 ms, the weight
-gradient 1->6 0.15 against 0.57 ms).
+by 6 output channels per register block. Measured at LeNet's shapes, batch 64, one thread, against the im2col
+kernels: forward 1->6 0.15-0.21 ms against 0.37-0.45, 6->16 0.34-0.37 against 0.59-0.61, the input gradient
+16->6 0.42 against 2.1-2.3 (padding included), the weight gradient 1->6 0.17 against 0.56, 6->16 0.23-0.35
+against 0.7.
 
 Its sums are not numpy's (FMA where the CPU has it, another order than BLAS), so a program must not switch
-from one to the other mid-run: the first convolution that qualifies waits for conv.c's build (cc, about a
-second, once per machine: the library is cached like native.py's). Without a compiler, with GRAPHC_NATIVE=0
+from one to the other mid-run: the first convolution that qualifies waits for conv.c's build (cc, about 1.6 s
+with gcc, once per machine: the library is cached like native.py's). Without a compiler, with GRAPHC_NATIVE=0
 or after a failed build, numpy's kernels run, as before. The weight gradient is always summed as two halves
 of the batch added at the end, on two threads or one, so the thread count never changes a number.
 """
@@ -134,6 +135,9 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel_size, padding, out: np.ndar
     else:
         part(0, 0, half)
         part(1, half, n)
-    dw = np.empty((o, c, kh, kw), dtype=np.float32) if out is None else out
+    dw = np.empty((o, c, kh, kw), dtype=np.float32) if out is None or not out.flags.c_contiguous else out
     np.add(parts[0], parts[1], out=dw.reshape(o, -1), casting="same_kind")
+    if out is not None and dw is not out:
+        np.copyto(out, dw)
+        return out
     return dw
