@@ -18,7 +18,8 @@
 typedef float v8 __attribute__((vector_size(32)));
 typedef int i8 __attribute__((vector_size(32)));
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__gnu_linux__)
+/* (GCC 12 is the first to take an ISA level in target_clones; the clones need glibc's ifunc) */
 #define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CLONES
