@@ -328,6 +328,13 @@ def test_select_c_gives_wheres_bits(dtype, layout, monkeypatch):
                 buf = x.copy(order="K")
                 assert elementwise.where(c, a if a is zero else buf, buf if b is not zero else b, out=buf) is buf
                 np.testing.assert_array_equal(buf.view(np.uint8), want.view(np.uint8))
+    flat = x.copy(order="K").reshape(-1) if layout == "c" else None
+    if flat is not None:  # out overlapping x one element on: numpy's ufuncs, same bits as np.where on a copy
+        shifted_x, shifted_out = flat[:-1].reshape(-1), flat[1:].reshape(-1)
+        want = np.where(c.reshape(-1)[:-1], zero, shifted_x.copy())
+        assert not elementwise._c_select(c.reshape(-1)[:-1], shifted_x, shifted_out, keep=False)
+        np.testing.assert_array_equal(elementwise.where(c.reshape(-1)[:-1], zero, shifted_x, out=shifted_out)
+                                      .view(np.uint8), want.view(np.uint8))
     mixed = np.ascontiguousarray(c)  # another memory order than x's: numpy's ufuncs, same bits
     if layout == "cnhw":
         assert not elementwise._c_select(mixed, x, np.empty_like(x), keep=False)

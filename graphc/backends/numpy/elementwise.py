@@ -129,11 +129,14 @@ def _c_select(c, x: np.ndarray, out: np.ndarray, keep: bool) -> bool:
     order = _order(out)
     if order is None or _order(c) != order or _order(x) != order:
         return False
+    same = out.ctypes.data == x.ctypes.data
+    if not same and np.may_share_memory(out, x):  # (a partial overlap: select.c reads and writes them apart)
+        return False
     fns = _select_fns()
     if fns is None:
         return False
     n = out.size
-    if out.ctypes.data == x.ctypes.data:
+    if same:
         fn, ptrs = fns[x.itemsize, True], (c.ctypes.data, out.ctypes.data)
     else:
         fn, ptrs = fns[x.itemsize, False], (c.ctypes.data, x.ctypes.data, out.ctypes.data)
@@ -173,14 +176,15 @@ def where(c, a, b, out=None):
     shape = np.broadcast_shapes(np.shape(c), a.shape, b.shape)
     if out is None:
         out = np.empty(shape, dtype=a.dtype)
-    if (_zero_bits(a) or _zero_bits(b)) and _c_select(c, b if _zero_bits(a) else a, out, keep=not _zero_bits(a)):
+    a_zero, b_zero = _zero_bits(a), _zero_bits(b)
+    if (a_zero or b_zero) and _c_select(c, b if a_zero else a, out, keep=not a_zero):
         return out
     ov = out.view(it)
-    if _zero_bits(a):  # (relu's gradient: zero where the output is <= 0) c - 1: all bits where c does NOT hold
+    if a_zero:  # (relu's gradient: zero where the output is <= 0) c - 1: all bits where c does NOT hold
         np.bitwise_and(b.view(it), np.asarray(np.subtract(c, 1, dtype=it)), out=ov)
         return out
     m = np.asarray(np.subtract(0, c, dtype=it))  # -1 (all bits) where c, else 0 (an array even when 0-d)
-    if _zero_bits(b):
+    if b_zero:
         np.bitwise_and(a.view(it), m, out=ov)
     else:
         keep_b = np.bitwise_and(b.view(it), np.invert(m))  # before out (which may be a or b) is written
