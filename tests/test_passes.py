@@ -131,3 +131,35 @@ def test_recompute_saves_fewer_bytes_and_gives_the_same_gradients():
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-6, atol=1e-6)
     for a, b in zip(grads[0], grads[1]):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_variance_is_taken_over_the_graphs_centered_input():
+    """BatchNorm's var(x) next to x - mean(x): after the pipeline no var node is left, cse has merged the centering
+    with the graph's own, and the numpy result has the bits of the var kernel (eager); a var without that
+    subtraction stays one node."""
+    from graphc.passes.simplify import DEFAULT_PIPELINE, centered_variance
+
+    rng = np.random.default_rng(0)
+    x = gc.tensor(rng.standard_normal((4, 3, 5, 6)).astype(np.float32))
+
+    def bn(x):
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = x.var((0, 2, 3), keepdim=True, correction=0)
+        return (x - mean) * (var + 1e-5).rsqrt(), x.var((0, 2, 3), correction=1)
+
+    g = trace(bn, (x,), {}, name="bn", names={}).graph
+    out = g
+    for _, p in DEFAULT_PIPELINE:
+        out = p(out).verify()
+    ops = [n.op for n in out.nodes]
+    assert "var" not in ops and ops.count("mean") == 1 and ops.count("sub") == 1
+    want = [np.asarray(v.numpy()) for v in bn(x)]  # eager: the var kernel
+    got = generate(out)[1](x.numpy())
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a).view(np.uint32), b.view(np.uint32))
+
+    def lone(x):
+        return x.var((0, 2, 3), correction=0)
+
+    g2 = trace(lone, (x,), {}, name="lone", names={}).graph
+    assert [n.op for n in centered_variance(g2).nodes] == [n.op for n in g2.nodes]
