@@ -6,6 +6,7 @@
  * running maximum and its winner's offset a*W + b: the winner moves on a strictly greater value, or on
  * any NaN, as in torch's CPU kernel. Offset 0 starts each window, so an all -inf window keeps it. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* one kernel offset along one output row, for a stride known to the compiler (1, 2) or not */
@@ -136,3 +137,36 @@ void NAME(const T *x, T *out, long long *idx, long p0, long p1, long H, long W, 
 
 POOL(graphc_max_pool_f32, float, unsigned int, rows22_f32)
 POOL(graphc_max_pool_f64, double, unsigned long long, rows22_none)
+
+/* The gradient of max pooling whose windows overlap (ResNet's 3x3 at stride 2), planes [p0, p1): each output's
+ * gradient added, in double and in output order, to the input its index names, then rounded once: the sums of
+ * numpy's np.bincount(indices, weights=g) and its cast, bit for bit, without the flat int64 index and 8-byte
+ * bins over the whole batch. Returns the number of indices outside the plane (none are written): the caller
+ * then runs numpy's kernel, which reports them. */
+#define POOL_SCATTER(NAME, T)                                                                             \
+long NAME(const T *g, const long long *idx, T *dx, long p0, long p1, long HW, long HoWo)                 \
+{                                                                                                        \
+    double *acc = malloc(HW * sizeof(double));                                                           \
+    long bad = 0;                                                                                        \
+    if (acc == NULL)                                                                                     \
+        return -1;                                                                                       \
+    for (long p = p0; p < p1; p++) {                                                                     \
+        const T *gp = g + p * HoWo;                                                                      \
+        const long long *ip = idx + p * HoWo;                                                            \
+        T *d = dx + p * HW;                                                                              \
+        memset(acc, 0, HW * sizeof(double));                                                             \
+        for (long q = 0; q < HoWo; q++) {                                                                \
+            if ((unsigned long long)ip[q] < (unsigned long long)HW)                                      \
+                acc[ip[q]] += (double)gp[q];                                                             \
+            else                                                                                         \
+                bad++;                                                                                   \
+        }                                                                                                \
+        for (long k = 0; k < HW; k++)                                                                    \
+            d[k] = (T)acc[k];                                                                            \
+    }                                                                                                    \
+    free(acc);                                                                                           \
+    return bad;                                                                                          \
+}
+
+POOL_SCATTER(graphc_max_pool_scatter_f32, float)
+POOL_SCATTER(graphc_max_pool_scatter_f64, double)

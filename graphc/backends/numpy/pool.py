@@ -24,6 +24,7 @@ from .registry import kernel
 _ONE = (1, 1)
 _C_SOURCE = Path(__file__).with_name("pool.c").read_text()
 _C_NAMES = {np.dtype(np.float32): "graphc_max_pool_f32", np.dtype(np.float64): "graphc_max_pool_f64"}
+_C_SCATTER = {np.dtype(np.float32): "graphc_max_pool_scatter_f32", np.dtype(np.float64): "graphc_max_pool_scatter_f64"}
 _c_lib: list[ctypes.CDLL] = []
 C_SPLIT = 1 << 18  # window reads (planes * Ho * Wo * kh * kw) from which the C pooling splits planes over 2 threads
 
@@ -39,6 +40,20 @@ def _c_max_pool(x: np.ndarray, kernel_size, stride, padding, out_hw) -> tuple[np
     if (x.dtype not in _C_NAMES or padding != (0, 0) or not xc.flags.c_contiguous or ho < 1 or wo < 1
             or wo > 4096 or (ho - 1) * sh + kh > h or (wo - 1) * sw + kw > w):
         return None
+    lib = _pool_lib()
+    if lib is None:
+        return None
+    fn = getattr(lib, _C_NAMES[x.dtype])
+    out = np.empty((c, n, ho, wo), dtype=x.dtype)
+    idx = np.empty((c, n, ho, wo), dtype=np.int64)
+    head, tail = (xc.ctypes.data, out.ctypes.data, idx.ctypes.data), (h, w, ho, wo, kh, kw, sh, sw)
+    planes = c * n
+    native.halves(fn, head, tail, planes, planes // 2 if planes * ho * wo * kh * kw >= C_SPLIT else 0)
+    return out.transpose(1, 0, 2, 3), idx.transpose(1, 0, 2, 3)
+
+
+def _pool_lib() -> ctypes.CDLL | None:
+    """pool.c's library once native.py has built it (the build starts at the first ask), else None."""
     if not _c_lib:
         lib = native.library(_C_SOURCE)
         if lib is None:
@@ -47,14 +62,32 @@ def _c_max_pool(x: np.ndarray, kernel_size, stride, padding, out_hw) -> tuple[np
             f = getattr(lib, name)
             f.restype = None
             f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 10
+        for name in _C_SCATTER.values():
+            f = getattr(lib, name)
+            f.restype = ctypes.c_long
+            f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 4
         _c_lib.append(lib)
-    fn = getattr(_c_lib[0], _C_NAMES[x.dtype])
-    out = np.empty((c, n, ho, wo), dtype=x.dtype)
-    idx = np.empty((c, n, ho, wo), dtype=np.int64)
-    head, tail = (xc.ctypes.data, out.ctypes.data, idx.ctypes.data), (h, w, ho, wo, kh, kw, sh, sw)
-    planes = c * n
-    native.halves(fn, head, tail, planes, planes // 2 if planes * ho * wo * kh * kw >= C_SPLIT else 0)
-    return out.transpose(1, 0, 2, 3), idx.transpose(1, 0, 2, 3)
+    return _c_lib[0]
+
+
+def _c_scatter(gc: np.ndarray, ic: np.ndarray, hw: tuple[int, int]) -> np.ndarray | None:
+    """pool.c's scatter-add of overlapping windows' gradients (np.bincount's sums, bit for bit) for CNHW-contiguous
+    float arrays, once built; None otherwise, or when an index lies outside its plane (numpy's kernel then runs)."""
+    if gc.dtype not in _C_SCATTER or ic.dtype != np.int64 or not gc.flags.c_contiguous or not ic.flags.c_contiguous:
+        return None
+    lib = _pool_lib()
+    if lib is None:
+        return None
+    c, n, ho, wo = gc.shape
+    dx = np.empty((c, n) + tuple(hw), dtype=gc.dtype)
+    fn, planes = getattr(lib, _C_SCATTER[gc.dtype]), c * n
+    bad = [0]
+
+    def run(p0: int, p1: int) -> None:
+        bad.append(fn(gc.ctypes.data, ic.ctypes.data, dx.ctypes.data, p0, p1, hw[0] * hw[1], ho * wo))
+
+    native.halves(run, (), (), planes, planes // 2 if planes * hw[0] * hw[1] >= C_SPLIT else 0)
+    return dx if not any(bad) else None
 
 
 def _lowest(dtype: np.dtype):
@@ -190,9 +223,14 @@ def max_pool2d_indices_grad(g, indices, *, input_hw, kernel_size, stride, paddin
     n, c, ho, wo = g.shape
     h, w = input_hw
     size = c * n * h * w
-    flat = np.add(_cn(indices), (np.arange(c * n, dtype=np.int64) * (h * w)).reshape(c, n, 1, 1))
     gc = _cn(g)
-    if stride[0] >= kernel_size[0] and stride[1] >= kernel_size[1]:
+    overlap = stride[0] < kernel_size[0] or stride[1] < kernel_size[1]
+    if overlap:  # pool.c's per-plane sums, np.bincount's bits, when built
+        done = _c_scatter(gc, _cn(indices), (h, w))
+        if done is not None:
+            return done.transpose(1, 0, 2, 3)
+    flat = np.add(_cn(indices), (np.arange(c * n, dtype=np.int64) * (h * w)).reshape(c, n, 1, 1))
+    if not overlap:
         dx = np.zeros(size, dtype=g.dtype)
         dx[flat.ravel()] = gc.ravel()
     else:
