@@ -375,24 +375,33 @@ def test_pool_and_select_read_nothing_past_their_arrays(monkeypatch):
 
 
 @needs_cc
+@pytest.mark.parametrize("layout", ["cnhw", "nchw"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel,stride,padding,hw", [((3, 3), (2, 2), (1, 1), (32, 32)),
                                                       ((3, 3), (1, 1), (0, 0), (9, 7)),
-                                                      ((2, 3), (1, 2), (1, 1), (6, 11))])
-def test_the_c_scatter_of_overlapping_windows_gives_bincounts_bits(dtype, kernel, stride, padding, hw, monkeypatch):
+                                                      ((2, 3), (1, 2), (1, 1), (6, 11)),
+                                                      ((2, 2), (2, 2), (0, 0), (30, 30)),
+                                                      ((3, 2), (3, 2), (0, 0), (10, 7))])
+def test_the_c_scatter_of_pool_gradients_gives_numpys_bits(dtype, kernel, stride, padding, hw, layout, monkeypatch):
     """Overlapping windows (ResNet's 3x3 at stride 2) share winners, so their gradients add up: pool.c's per-plane
     double sums against numpy's bincount, bit for bit (rounded maxima make many shared winners; inf and NaN in the
-    gradient), on one and two threads; an index outside its plane leaves the work to numpy."""
+    gradient). Windows that do not overlap (LeNet's 2x2) are stored, -0.0 included, as numpy's assignment does.
+    On one and two threads, with the gradient's planes in (C, N) or numpy's (N, C) order; an index outside its
+    plane leaves the work to numpy."""
     from guarded import guarded
 
     rng = np.random.default_rng(sum(hw))
     xc = np.round(rng.standard_normal((4, 3) + hw)).astype(dtype)
     x = xc.transpose(1, 0, 2, 3)
     kw = dict(kernel_size=kernel, stride=stride, padding=padding)
+    overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
     _, idx = pool.max_pool2d_with_indices(x, **kw)
     gcnhw = rng.standard_normal((4, 3) + idx.shape[2:]).astype(dtype)
-    gcnhw.reshape(-1)[:3] = [np.inf, np.nan, -np.inf]
-    g = guarded(gcnhw).transpose(1, 0, 2, 3)
+    gcnhw.reshape(-1)[:4] = [np.inf, np.nan, -np.inf, -0.0]
+    if layout == "cnhw":
+        g = guarded(gcnhw).transpose(1, 0, 2, 3)
+    else:
+        g = guarded(np.ascontiguousarray(gcnhw.transpose(1, 0, 2, 3)))
     idx = guarded(np.ascontiguousarray(idx.transpose(1, 0, 2, 3))).transpose(1, 0, 2, 3)
     monkeypatch.setattr(pool, "_c_lib", [])
     monkeypatch.setenv("GRAPHC_NATIVE", "0")
@@ -403,10 +412,10 @@ def test_the_c_scatter_of_overlapping_windows_gives_bincounts_bits(dtype, kernel
     monkeypatch.setattr(pool, "C_SPLIT", 1)
     for threads in (1, 2):
         monkeypatch.setitem(chunks.state, "threads", threads)
-        assert pool._c_scatter(pool._cn(g), pool._cn(idx), hw) is not None
+        assert pool._c_scatter(pool._cn(g), pool._cn(idx), hw, overlap) is not None
         got = pool.max_pool2d_indices_grad(g, idx, input_hw=hw, **kw)
         np.testing.assert_array_equal(got.view(np.uint8 if dtype == np.float32 else np.uint64),
                                       want.view(np.uint8 if dtype == np.float32 else np.uint64))
     bad = np.ascontiguousarray(pool._cn(idx))
     bad[0, 0, 0, 0] = hw[0] * hw[1]  # one past the plane
-    assert pool._c_scatter(pool._cn(g), bad, hw) is None
+    assert pool._c_scatter(pool._cn(g), bad, hw, overlap) is None

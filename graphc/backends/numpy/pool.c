@@ -142,16 +142,18 @@ POOL(graphc_max_pool_f64, double, unsigned long long, rows22_none)
  * gradient added, in double and in output order, to the input its index names, then rounded once: the sums of
  * numpy's np.bincount(indices, weights=g) and its cast, bit for bit, without the flat int64 index and 8-byte
  * bins over the whole batch. Returns the number of indices outside the plane (none are written): the caller
- * then runs numpy's kernel, which reports them. */
+ * then runs numpy's kernel, which reports them. The planes of idx and dx are in (C, N) order; g's plane (c, n)
+ * starts at c*sc + n*sn, so an (N, C, Ho, Wo) gradient is read in place. */
 #define POOL_SCATTER(NAME, T)                                                                             \
-long NAME(const T *g, const long long *idx, T *dx, long p0, long p1, long HW, long HoWo)                 \
+long NAME(const T *g, const long long *idx, T *dx, long p0, long p1, long HW, long HoWo, long N, long sc,   \
+          long sn)                                                                                       \
 {                                                                                                        \
     double *acc = malloc(HW * sizeof(double));                                                           \
     long bad = 0;                                                                                        \
     if (acc == NULL)                                                                                     \
         return -1;                                                                                       \
     for (long p = p0; p < p1; p++) {                                                                     \
-        const T *gp = g + p * HoWo;                                                                      \
+        const T *gp = g + (p / N) * sc + (p % N) * sn;                                                   \
         const long long *ip = idx + p * HoWo;                                                            \
         T *d = dx + p * HW;                                                                              \
         memset(acc, 0, HW * sizeof(double));                                                             \
@@ -170,3 +172,31 @@ long NAME(const T *g, const long long *idx, T *dx, long p0, long p1, long HW, lo
 
 POOL_SCATTER(graphc_max_pool_scatter_f32, float)
 POOL_SCATTER(graphc_max_pool_scatter_f64, double)
+
+/* The gradient of max pooling whose windows do not overlap (LeNet's 2x2 at stride 2), planes [p0, p1): each plane
+ * zeroed, then each output's gradient stored at the input its index names, in output order: numpy's
+ * `dx[flat_index] = g`, bit for bit, a plane at a time in cache, without the flat int64 index and the separate
+ * zeroing pass over the whole batch. Returns the number of indices outside the plane (the caller then runs
+ * numpy's kernel, which reports them). Planes and strides as above. */
+#define POOL_ASSIGN(NAME, T)                                                                              \
+long NAME(const T *g, const long long *idx, T *dx, long p0, long p1, long HW, long HoWo, long N, long sc,   \
+          long sn)                                                                                       \
+{                                                                                                        \
+    long bad = 0;                                                                                        \
+    for (long p = p0; p < p1; p++) {                                                                     \
+        const T *gp = g + (p / N) * sc + (p % N) * sn;                                                   \
+        const long long *ip = idx + p * HoWo;                                                            \
+        T *d = dx + p * HW;                                                                              \
+        memset(d, 0, HW * sizeof(T));                                                                    \
+        for (long q = 0; q < HoWo; q++) {                                                                \
+            if ((unsigned long long)ip[q] < (unsigned long long)HW)                                      \
+                d[ip[q]] = gp[q];                                                                        \
+            else                                                                                         \
+                bad++;                                                                                   \
+        }                                                                                                \
+    }                                                                                                    \
+    return bad;                                                                                          \
+}
+
+POOL_ASSIGN(graphc_max_pool_assign_f32, float)
+POOL_ASSIGN(graphc_max_pool_assign_f64, double)

@@ -25,6 +25,7 @@ _ONE = (1, 1)
 _C_SOURCE = Path(__file__).with_name("pool.c").read_text()
 _C_NAMES = {np.dtype(np.float32): "graphc_max_pool_f32", np.dtype(np.float64): "graphc_max_pool_f64"}
 _C_SCATTER = {np.dtype(np.float32): "graphc_max_pool_scatter_f32", np.dtype(np.float64): "graphc_max_pool_scatter_f64"}
+_C_ASSIGN = {np.dtype(np.float32): "graphc_max_pool_assign_f32", np.dtype(np.float64): "graphc_max_pool_assign_f64"}
 _c_lib: list[ctypes.CDLL] = []
 C_SPLIT = 1 << 18  # window reads (planes * Ho * Wo * kh * kw) from which the C pooling splits planes over 2 threads
 
@@ -62,29 +63,34 @@ def _pool_lib() -> ctypes.CDLL | None:
             f = getattr(lib, name)
             f.restype = None
             f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 10
-        for name in _C_SCATTER.values():
+        for name in [*_C_SCATTER.values(), *_C_ASSIGN.values()]:
             f = getattr(lib, name)
             f.restype = ctypes.c_long
-            f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 4
+            f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 7
         _c_lib.append(lib)
     return _c_lib[0]
 
 
-def _c_scatter(gc: np.ndarray, ic: np.ndarray, hw: tuple[int, int]) -> np.ndarray | None:
-    """pool.c's scatter-add of overlapping windows' gradients (np.bincount's sums, bit for bit) for CNHW-contiguous
-    float arrays, once built; None otherwise, or when an index lies outside its plane (numpy's kernel then runs)."""
-    if gc.dtype not in _C_SCATTER or ic.dtype != np.int64 or not gc.flags.c_contiguous or not ic.flags.c_contiguous:
+def _c_scatter(gc: np.ndarray, ic: np.ndarray, hw: tuple[int, int], overlap: bool) -> np.ndarray | None:
+    """pool.c's scatter of the windows' gradients (g as (C, N, Ho, Wo) with contiguous planes, the indices
+    CNHW-contiguous), once built: added up where windows overlap (np.bincount's sums, bit for bit), stored where
+    they do not (numpy's assignment). None otherwise, or when an index lies outside its plane (numpy's kernel
+    then runs and reports it)."""
+    item = gc.itemsize
+    if (gc.dtype not in _C_SCATTER or ic.dtype != np.int64 or not ic.flags.c_contiguous
+            or gc.strides[2:] != (gc.shape[3] * item, item) or min(gc.strides) < 0):
         return None
     lib = _pool_lib()
     if lib is None:
         return None
     c, n, ho, wo = gc.shape
     dx = np.empty((c, n) + tuple(hw), dtype=gc.dtype)
-    fn, planes = getattr(lib, _C_SCATTER[gc.dtype]), c * n
+    fn, planes = getattr(lib, (_C_SCATTER if overlap else _C_ASSIGN)[gc.dtype]), c * n
     bad = [0]
 
     def run(p0: int, p1: int) -> None:
-        bad.append(fn(gc.ctypes.data, ic.ctypes.data, dx.ctypes.data, p0, p1, hw[0] * hw[1], ho * wo))
+        bad.append(fn(gc.ctypes.data, ic.ctypes.data, dx.ctypes.data, p0, p1, hw[0] * hw[1], ho * wo, n,
+                      gc.strides[0] // item, gc.strides[1] // item))
 
     native.halves(run, (), (), planes, planes // 2 if planes * hw[0] * hw[1] >= C_SPLIT else 0)
     return dx if not any(bad) else None
@@ -225,10 +231,9 @@ def max_pool2d_indices_grad(g, indices, *, input_hw, kernel_size, stride, paddin
     size = c * n * h * w
     gc = _cn(g)
     overlap = stride[0] < kernel_size[0] or stride[1] < kernel_size[1]
-    if overlap:  # pool.c's per-plane sums, np.bincount's bits, when built
-        done = _c_scatter(gc, _cn(indices), (h, w))
-        if done is not None:
-            return done.transpose(1, 0, 2, 3)
+    done = _c_scatter(gc, _cn(indices), (h, w), overlap)  # pool.c, a plane at a time, numpy's bits, when built
+    if done is not None:
+        return done.transpose(1, 0, 2, 3)
     flat = np.add(_cn(indices), (np.arange(c * n, dtype=np.int64) * (h * w)).reshape(c, n, 1, 1))
     if not overlap:
         dx = np.zeros(size, dtype=g.dtype)
