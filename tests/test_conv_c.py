@@ -41,19 +41,23 @@ def _three(x, w, g, padding, monkeypatch, c_path: bool):
             KERNELS["conv2d_weight_grad"](x, g, kernel_size=w.shape[2:], **a))
 
 
-def _data(case: int, dtype=np.float32):
+def _data(case: int, dtype=np.float32, layout: str = "cnhw"):
+    """x, w, g, padding: x and g in memory as (C, N, H, W), the layout graphc's kernels produce, or as numpy's
+    (N, C, H, W), which conv.c reads in place as well."""
     c, o, (kh, kw), (ph, pw), h, w, n = CASES[case]
     rng = np.random.default_rng(case)
-    x = _cnhw(rng.standard_normal((n, c, h, w)).astype(dtype))
+    lay = _cnhw if layout == "cnhw" else np.ascontiguousarray
+    x = lay(rng.standard_normal((n, c, h, w)).astype(dtype))
     wt = rng.standard_normal((o, c, kh, kw)).astype(dtype)
-    g = _cnhw(rng.standard_normal((n, o, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1)).astype(dtype))
+    g = lay(rng.standard_normal((n, o, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1)).astype(dtype))
     return x, wt, g, (ph, pw)
 
 
 @needs_cc
+@pytest.mark.parametrize("layout", ["cnhw", "nchw"])
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_conv_c_gives_the_im2col_kernels_values(case, monkeypatch):
-    x, w, g, padding = _data(case)
+def test_conv_c_gives_the_im2col_kernels_values(case, layout, monkeypatch):
+    x, w, g, padding = _data(case, layout=layout)
     c_out = _three(x, w, g, padding, monkeypatch, c_path=True)
     assert conv_c._lib, "conv.c should have been built and used"
     want = _three(x, w, g, padding, monkeypatch, c_path=False)
@@ -66,11 +70,12 @@ def test_conv_c_gives_the_im2col_kernels_values(case, monkeypatch):
 
 
 @needs_cc
+@pytest.mark.parametrize("layout", ["cnhw", "nchw"])
 @pytest.mark.parametrize("case", [0, 1, 3])
-def test_conv_c_puts_nan_and_inf_where_numpy_does(case, monkeypatch):
+def test_conv_c_puts_nan_and_inf_where_numpy_does(case, layout, monkeypatch):
     """An infinite input next to a row's end or a plane's end: the vector lanes conv.c reads past a row (masked
     in the weight gradient, dropped in the forward) must not turn it into NaN where numpy's sums stay finite."""
-    x, w, g, padding = _data(case)
+    x, w, g, padding = _data(case, layout=layout)
     xc = x.transpose(1, 0, 2, 3)
     xc[0, 0, 1, 0] = np.inf
     xc[-1, -1, -1, -1] = -np.inf
@@ -165,11 +170,16 @@ def test_conv_c_reads_nothing_past_its_arrays(monkeypatch):
     the end of the last row must not read past it (a crash otherwise)."""
     from guarded import guarded
 
-    for case in (0, 1, 3):  # positions along the lanes (O <= 8, rows of 30) and output channels along them
-        x, w, g, padding = _data(case)
-        gc = guarded(np.ascontiguousarray(g.transpose(1, 0, 2, 3)))
+    for case, layout in [(0, "cnhw"), (1, "cnhw"), (3, "cnhw"), (0, "nchw"), (1, "nchw")]:
+        # positions along the lanes (O <= 8, rows of 30) and output channels along them; the gradient's last plane
+        # is its last channel's (CNHW) or its last image's (NCHW)
+        x, w, g, padding = _data(case, layout=layout)
         monkeypatch.setattr(conv_c, "MAX_TERMS", 160)
-        got = conv_c.weight_grad(x, gc.transpose(1, 0, 2, 3), w.shape[2:], padding, None)
+        if layout == "cnhw":
+            gg = guarded(np.ascontiguousarray(g.transpose(1, 0, 2, 3))).transpose(1, 0, 2, 3)
+        else:
+            gg = guarded(np.ascontiguousarray(g))
+        got = conv_c.weight_grad(x, gg, w.shape[2:], padding, None)
         monkeypatch.setattr(conv_c, "MAX_TERMS", 0)
         a = {"stride": (1, 1), "padding": padding, "dilation": (1, 1), "groups": 1}
         want = KERNELS["conv2d_weight_grad"](x, g, kernel_size=w.shape[2:], **a)

@@ -146,11 +146,11 @@ CLONES WGRAD(4, 3)
  * into the totals. */
 CLONES
 static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long n1, long C, long N, long H,
-                       long W, long O, long kh, long kw)
+                       long W, long O, long kh, long kw, long so, long sn)
 {
     const long Ho = H - kh + 1, Wo = W - kw + 1, K = C * kh * kw, plane = H * W, kk = kh * kw;
     const long full = Wo / 8 * 8;
-    const float *gend = g + O * N * Ho * Wo;
+    const float *gend = g + (O - 1) * so + (N - 1) * sn + Ho * Wo;  /* the last plane's end: strides are >= 0 */
     i8 keep;
     for (int l = 0; l < 8; l++)
         keep[l] = full + l < Wo ? -1 : 0;
@@ -158,7 +158,7 @@ static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long
         const int rows = O - o0 < OB ? (int)(O - o0) : OB;
         const float *gr[OB];
         for (int r = 0; r < OB; r++)
-            gr[r] = g + (o0 + (r < rows ? r : 0)) * N * Ho * Wo;
+            gr[r] = g + (o0 + (r < rows ? r : 0)) * so;
         for (long k0 = 0; k0 < K; k0 += 2) {
             const long k1 = k0 + 1 < K ? k0 + 1 : k0;
             const long off0 = (k0 / kk * N) * plane + (k0 % kk / kw) * W + k0 % kw;
@@ -169,7 +169,7 @@ static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long
                     acc[r][0] = acc[r][1] = (v8){0};
                 for (long i = 0; i < Ho; i++) {
                     const float *xr = x + n * plane + i * W;
-                    const long row = (n * Ho + i) * Wo;
+                    const long row = n * sn + i * Wo;
                     long j = 0;
                     for (; j < full; j += 8) {
                         const v8 x0 = load8(xr + off0 + j), x1 = load8(xr + off1 + j);
@@ -205,15 +205,17 @@ static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long
     }
 }
 
-/* The weight gradient over images [n0, n1) into dw (O, K) doubles. g is (O, N, Ho, Wo), contiguous; gt is scratch of Ho*Wo * 8*ceil(O/8) floats; O <= 32. */
+/* The weight gradient over images [n0, n1) into dw (O, K) doubles. g's plane (o, n) of Ho*Wo floats starts at
+ * o*so + n*sn (strides >= 0: an (N, O, Ho, Wo) gradient is read in place); gt is scratch of Ho*Wo * 8*ceil(O/8)
+ * floats; O <= 32. */
 void graphc_conv_wgrad_f32(const float *x, const float *g, double *dw, float *gt, long n0, long n1, long C,
-                           long N, long H, long W, long O, long kh, long kw)
+                           long N, long H, long W, long O, long kh, long kw, long so, long sn)
 {
     const long Ho = H - kh + 1, Wo = W - kw + 1, P = Ho * Wo, K = C * kh * kw, ov = (O + 7) / 8;
     for (long i = 0; i < O * K; i++)
         dw[i] = 0.0;
     if (O <= 8 && Wo >= 8) {  /* one vector of channels would be mostly padding: transposing costs as much */
-        wgrad_rows(x, g, dw, n0, n1, C, N, H, W, O, kh, kw);
+        wgrad_rows(x, g, dw, n0, n1, C, N, H, W, O, kh, kw, so, sn);
         return;
     }
     for (long p = 0; p < P; p++)  /* the padding lanes, zero for every image */
@@ -221,7 +223,7 @@ void graphc_conv_wgrad_f32(const float *x, const float *g, double *dw, float *gt
             gt[p * ov * 8 + o] = 0.f;
     for (long n = n0; n < n1; n++) {
         for (long o = 0; o < O; o++) {  /* g's rows read in order, written across gt's rows */
-            const float *go = g + (o * N + n) * P;
+            const float *go = g + o * so + n * sn;
             for (long p = 0; p < P; p++)
                 gt[p * ov * 8 + o] = go[p];
         }
@@ -234,13 +236,15 @@ void graphc_conv_wgrad_f32(const float *x, const float *g, double *dw, float *gt
     }
 }
 
-/* dst (planes, H + 2ph, W + 2pw) = src (planes, H, W) with zero borders, for planes [p0, p1): numpy's copy into
- * the middle of a padded array goes row by row (13 floats at LeNet's second layer), 5x slower than this. */
-void graphc_pad_f32(const float *src, float *dst, long p0, long p1, long H, long W, long ph, long pw)
+/* dst (C*N planes, H + 2ph, W + 2pw) = src with zero borders, for planes [p0, p1): plane (c, n) of src starts at
+ * c*sc + n*sn floats, so an (N, C, H, W) array is read as (C, N, H, W) without a transposed copy first. numpy's
+ * copy into the middle of a padded array goes row by row (13 floats at LeNet's second layer), 5x slower. */
+void graphc_pad_f32(const float *src, float *dst, long p0, long p1, long N, long H, long W, long ph, long pw,
+                    long sc, long sn)
 {
     const long Hp = H + 2 * ph, Wp = W + 2 * pw;
     for (long p = p0; p < p1; p++) {
-        const float *s = src + p * H * W;
+        const float *s = src + (p / N) * sc + (p % N) * sn;
         float *d = dst + p * Hp * Wp;
         memset(d, 0, (ph * Wp + pw) * sizeof(float));
         for (long i = 0; i < H; i++) {
@@ -249,4 +253,33 @@ void graphc_pad_f32(const float *src, float *dst, long p0, long p1, long H, long
             memset(row + W, 0, (i + 1 < H ? 2 * pw : pw + ph * Wp) * sizeof(float));
         }
     }
+}
+
+/* Parts for lanes.c (graphc_lanes_run): part p of P takes images [p*N/P, (p+1)*N/P), whichever lane runs it.
+ * args: x, wp, out, C, N, H, W, O, kh, kw, P. */
+void graphc_conv_part_f32(const long *a, long p, long lane)
+{
+    (void)lane;
+    const long N = a[4], P = a[10];
+    graphc_conv_f32((const float *)a[0], (const float *)a[1], (float *)a[2], p * N / P, (p + 1) * N / P, a[3], N,
+                    a[5], a[6], a[7], a[8], a[9]);
+}
+
+/* args: x, g, dw (P sums of O*K doubles, D apart: part p's own), gt (one scratch per lane, of S floats each), C, N,
+ * H, W, O, kh, kw, P, S, D, so, sn. */
+void graphc_conv_wgrad_part_f32(const long *a, long p, long lane)
+{
+    const long C = a[4], N = a[5], O = a[8], kh = a[9], kw = a[10], P = a[11];
+    graphc_conv_wgrad_f32((const float *)a[0], (const float *)a[1], (double *)a[2] + p * a[13],
+                          (float *)a[3] + lane * a[12], p * N / P, (p + 1) * N / P, C, N, a[6], a[7], O, kh, kw,
+                          a[14], a[15]);
+}
+
+/* args: src, dst, C*N, N, H, W, ph, pw, sc, sn, P: part p pads planes [p*CN/P, (p+1)*CN/P). */
+void graphc_pad_part_f32(const long *a, long p, long lane)
+{
+    (void)lane;
+    const long CN = a[2], P = a[10];
+    graphc_pad_f32((const float *)a[0], (float *)a[1], p * CN / P, (p + 1) * CN / P, a[3], a[4], a[5], a[6], a[7],
+                   a[8], a[9]);
 }

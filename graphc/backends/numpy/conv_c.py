@@ -10,8 +10,14 @@ against 0.7.
 Its sums are not numpy's (FMA where the CPU has it, another order than BLAS), so a program must not switch
 from one to the other mid-run: the first convolution that qualifies waits for conv.c's build (cc, about 1.6 s
 with gcc, once per machine: the library is cached like native.py's). Without a compiler, with GRAPHC_NATIVE=0
-or after a failed build, numpy's kernels run, as before. The weight gradient is always summed as two halves
-of the batch added at the end, on two threads or one, so the thread count never changes a number.
+or after a failed build, numpy's kernels run, as before.
+
+Each kernel splits its images into parts that the calling thread and lanes.c's helper take from (lanes.py:
+a handoff costs a lock, not the 0.1 ms of waking a Python pool thread, so LeNet's 0.2 ms convolutions gain
+from two cores: 1.2-1.7x per kernel here). The weight gradient keeps one double partial sum per part, a
+number of parts fixed by the batch alone, added in order at the end, so the thread count never changes a
+number. Inputs and gradients in numpy's (N, C, H, W) layout are read in place through plane strides, not
+copied to (C, N, H, W) first.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import chunks, native
+from . import lanes, native
 
 _SOURCE = Path(__file__).with_name("conv.c").read_text()
 FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-Wno-psabi", "-fPIC", "-shared"]
@@ -28,8 +34,10 @@ _OB = 6  # conv.c's output channels per register block
 _SLACK = 64  # floats readable past an input's end (conv.c reads whole vectors past a row's last column)
 MAX_TERMS = 160  # most C*kh*kw (terms per output) for which conv.c runs; wider convolutions keep BLAS busy
 MAX_OUT = 32  # most output channels
-MIN_SPLIT = 1 << 22  # multiply-adds from which a kernel splits its images over two threads (waking the other
-# thread costs up to 0.1 ms here; LeNet's first layer, 3 M, ran no faster on two, its second, 10 M, 16% faster)
+PARTS = 16  # a kernel's images are split in up to this many parts, which both lanes (lanes.py) take from
+WGRAD_PARTS = 8  # the weight gradient's partial sums, one per part, added in order at the end
+MIN_SPLIT = 1 << 18  # multiply-adds from which a kernel's images are split (about 15 us of work)
+MIN_PAD_SPLIT = 1 << 17  # floats written from which a padded copy is split
 _lib: list[ctypes.CDLL] = []
 
 
@@ -41,8 +49,9 @@ def _library() -> ctypes.CDLL | None:
         lib.graphc_conv_f32.restype = lib.graphc_conv_wgrad_f32.restype = None
         lib.graphc_conv_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 9
         lib.graphc_conv_wgrad_f32.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 9
-        lib.graphc_pad_f32.restype = None
-        lib.graphc_pad_f32.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 6
+        lanes.part_function(lib.graphc_pad_part_f32)
+        lanes.part_function(lib.graphc_conv_part_f32)
+        lanes.part_function(lib.graphc_conv_wgrad_part_f32)
         _lib.append(lib)
     return _lib[0]
 
@@ -57,17 +66,20 @@ def applies(dtypes, kernel_size, stride, dilation, groups: int, padding, terms: 
 
 
 def _padded(xc: np.ndarray, ph: int, pw: int) -> tuple[np.ndarray, int, int]:
-    """(C, N, H, W) -> one flat float32 copy padded by (ph, pw) with zeros, followed by _SLACK zeros."""
+    """(C, N, H, W) -> one flat float32 copy padded by (ph, pw) with zeros, followed by _SLACK zeros. A
+    transposed (N, C, H, W) array with contiguous planes is read in place, not copied first."""
     c, n, h, w = xc.shape
     hp, wp = h + 2 * ph, w + 2 * pw
     size = c * n * hp * wp
     buf = np.empty(size + _SLACK, dtype=np.float32)
     buf[size:] = 0
-    if not (ph or pw):
-        buf[:size].reshape(xc.shape)[...] = xc
-        return buf, hp, wp
-    src = np.ascontiguousarray(xc)
-    _library().graphc_pad_f32(src.ctypes.data, buf.ctypes.data, 0, c * n, h, w, ph, pw)
+    item = xc.itemsize
+    if xc.strides[2:] != (w * item, item):
+        xc = np.ascontiguousarray(xc)
+    sc, sn = xc.strides[0] // item, xc.strides[1] // item
+    parts = min(c * n, PARTS) if size >= MIN_PAD_SPLIT else 1
+    lanes.run(_library().graphc_pad_part_f32, (xc.ctypes.data, buf.ctypes.data, c * n, n, h, w, ph, pw, sc, sn,
+                                               parts), parts)
     return buf, hp, wp
 
 
@@ -91,9 +103,9 @@ def _correlate(xc: np.ndarray, w: np.ndarray, ph: int, pw: int) -> np.ndarray | 
     ho, wo = hp - kh + 1, wp - kw + 1
     out = np.empty((o, n, ho, wo), dtype=np.float32)
     packed = _packed(w)
-    work = o * n * ho * wp * w[0].size
-    native.halves(lib.graphc_conv_f32, (buf.ctypes.data, packed.ctypes.data, out.ctypes.data),
-                  (c, n, hp, wp, o, kh, kw), n, n // 2 if work >= MIN_SPLIT else 0)
+    parts = min(n, PARTS) if o * n * ho * wp * w[0].size >= MIN_SPLIT else 1
+    lanes.run(lib.graphc_conv_part_f32, (buf.ctypes.data, packed.ctypes.data, out.ctypes.data,
+                                         c, n, hp, wp, o, kh, kw, parts), parts)
     return out.transpose(1, 0, 2, 3)
 
 
@@ -119,24 +131,19 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel_size, padding, out: np.ndar
     o, _, ho, wo = gc.shape
     kh, kw = kernel_size
     buf, hp, wp = _padded(xc, padding[0], padding[1])
-    gc = np.ascontiguousarray(gc)  # (O, N, Ho, Wo): no copy for a CNHW gradient
-    parts = np.empty((2, o, c * kh * kw), dtype=np.float64)
-    scratch = np.empty((2, ho * wo * 8 * -(-o // 8)), dtype=np.float32)
-    fn, half = lib.graphc_conv_wgrad_f32, n // 2
-    tail = (c, n, hp, wp, o, kh, kw)
-
-    def part(k: int, n0: int, n1: int) -> None:
-        fn(buf.ctypes.data, gc.ctypes.data, parts[k].ctypes.data, scratch[k].ctypes.data, n0, n1, *tail)
-
-    if chunks.state["threads"] >= 2 and half > 0 and o * c * kh * kw * n * ho * wo >= MIN_SPLIT:
-        fut = chunks.executor().submit(part, 0, 0, half)
-        part(1, half, n)
-        fut.result()
-    else:
-        part(0, 0, half)
-        part(1, half, n)
+    if gc.strides[2:] != (wo * 4, 4) or min(gc.strides) < 0:
+        gc = np.ascontiguousarray(gc)  # read in place when its planes are contiguous: NCHW or CNHW
+    nparts = min(n, WGRAD_PARTS)  # never the thread count: it would change the sums
+    stride = -(-o * c * kh * kw // 16) * 16  # parts 128 bytes apart: two lanes never write one cache line
+    parts = np.empty((nparts, stride), dtype=np.float64)
+    size = ho * wo * 8 * -(-o // 8)
+    scratch = np.empty((2, size), dtype=np.float32)
+    lanes.run(lib.graphc_conv_wgrad_part_f32, (buf.ctypes.data, gc.ctypes.data, parts.ctypes.data,
+                                               scratch.ctypes.data, c, n, hp, wp, o, kh, kw, nparts, size, stride,
+                                               gc.strides[0] // 4, gc.strides[1] // 4),
+              nparts, split=o * c * kh * kw * n * ho * wo >= MIN_SPLIT)
     dw = np.empty((o, c, kh, kw), dtype=np.float32) if out is None or not out.flags.c_contiguous else out
-    np.add(parts[0], parts[1], out=dw.reshape(o, -1), casting="same_kind")
+    np.copyto(dw.reshape(-1), parts.sum(axis=0)[:o * c * kh * kw], casting="same_kind")
     if out is not None and dw is not out:
         np.copyto(out, dw)
         return out
