@@ -41,9 +41,20 @@ def run(fn: Any, args: Sequence[int], parts: int, split: bool = True) -> None:
     (the BLAS thread policy, threads.py, may allow one) and lanes.c is loaded, else here, one after another.
     args are integers (pointers and sizes), passed as a C long array."""
     block = (ctypes.c_long * len(args))(*args)
-    runner = _runner() if parts > 1 and split and chunks.state["threads"] > 1 else None
+    runner = _runner() if parts > 1 else None
     if runner is None:
         for p in range(parts):
             fn(block, p, 0)
         return
-    runner(ctypes.cast(fn, ctypes.c_void_p), block, parts, chunks.state["threads"])
+    runner(_address(fn), block, parts, chunks.state["threads"] if split else 1)
+
+
+_addresses: dict[int, tuple[Any, int]] = {}
+
+
+def _address(fn: Any) -> int:
+    """fn's entry point, for lanes.c to call (ctypes.cast costs a few us: once per function)."""
+    hit = _addresses.get(id(fn))
+    if hit is None or hit[0] is not fn:
+        hit = _addresses[id(fn)] = (fn, ctypes.cast(fn, ctypes.c_void_p).value)
+    return hit[1]

@@ -200,3 +200,30 @@ long NAME(const T *g, const long long *idx, T *dx, long p0, long p1, long HW, lo
 
 POOL_ASSIGN(graphc_max_pool_assign_f32, float)
 POOL_ASSIGN(graphc_max_pool_assign_f64, double)
+
+/* Parts for lanes.c (graphc_lanes_run): part p of P takes planes [p*n/P, (p+1)*n/P), whichever lane runs it.
+ * Pooling's args: x, out, idx, n, P, H, W, Ho, Wo, kh, kw, sh, sw. The scatters': g, idx, dx, n, P, HW, HoWo, N,
+ * sc, sn, and an array of P longs that receives each part's count of indices outside their plane. */
+#define POOL_PART(NAME, FN, T)                                                                            \
+void NAME(const long *a, long p, long lane)                                                              \
+{                                                                                                        \
+    (void)lane;                                                                                          \
+    const long n = a[3], P = a[4];                                                                       \
+    FN((const T *)a[0], (T *)a[1], (long long *)a[2], p * n / P, (p + 1) * n / P, a[5], a[6], a[7], a[8], \
+       a[9], a[10], a[11], a[12]);                                                                       \
+}
+#define SCATTER_PART(NAME, FN, T)                                                                         \
+void NAME(const long *a, long p, long lane)                                                              \
+{                                                                                                        \
+    (void)lane;                                                                                          \
+    const long n = a[3], P = a[4];                                                                       \
+    ((long *)a[10])[p] = FN((const T *)a[0], (const long long *)a[1], (T *)a[2], p * n / P, (p + 1) * n / P, \
+                            a[5], a[6], a[7], a[8], a[9]);                                               \
+}
+
+POOL_PART(graphc_max_pool_part_f32, graphc_max_pool_f32, float)
+POOL_PART(graphc_max_pool_part_f64, graphc_max_pool_f64, double)
+SCATTER_PART(graphc_max_pool_scatter_part_f32, graphc_max_pool_scatter_f32, float)
+SCATTER_PART(graphc_max_pool_scatter_part_f64, graphc_max_pool_scatter_f64, double)
+SCATTER_PART(graphc_max_pool_assign_part_f32, graphc_max_pool_assign_f32, float)
+SCATTER_PART(graphc_max_pool_assign_part_f64, graphc_max_pool_assign_f64, double)

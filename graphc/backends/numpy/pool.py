@@ -17,17 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import native
+from . import lanes, native
 from .conv import _clip, _cn, _out_hw
 from .registry import kernel
 
 _ONE = (1, 1)
 _C_SOURCE = Path(__file__).with_name("pool.c").read_text()
-_C_NAMES = {np.dtype(np.float32): "graphc_max_pool_f32", np.dtype(np.float64): "graphc_max_pool_f64"}
-_C_SCATTER = {np.dtype(np.float32): "graphc_max_pool_scatter_f32", np.dtype(np.float64): "graphc_max_pool_scatter_f64"}
-_C_ASSIGN = {np.dtype(np.float32): "graphc_max_pool_assign_f32", np.dtype(np.float64): "graphc_max_pool_assign_f64"}
+_C_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _c_lib: list[ctypes.CDLL] = []
-C_SPLIT = 1 << 18  # window reads (planes * Ho * Wo * kh * kw) from which the C pooling splits planes over 2 threads
+C_SPLIT = 1 << 16  # window reads (planes * Ho * Wo * kh * kw) from which the C pooling splits its planes into parts
+PARTS = 16  # that both lanes take from (lanes.py)
 
 
 def _c_max_pool(x: np.ndarray, kernel_size, stride, padding, out_hw) -> tuple[np.ndarray, np.ndarray] | None:
@@ -38,18 +37,18 @@ def _c_max_pool(x: np.ndarray, kernel_size, stride, padding, out_hw) -> tuple[np
     (kh, kw), (sh, sw) = kernel_size, stride
     c, n, h, w = xc.shape
     ho, wo = out_hw
-    if (x.dtype not in _C_NAMES or padding != (0, 0) or not xc.flags.c_contiguous or ho < 1 or wo < 1
+    if (x.dtype not in _C_DTYPES or padding != (0, 0) or not xc.flags.c_contiguous or ho < 1 or wo < 1
             or wo > 4096 or (ho - 1) * sh + kh > h or (wo - 1) * sw + kw > w):
         return None
     lib = _pool_lib()
     if lib is None:
         return None
-    fn = getattr(lib, _C_NAMES[x.dtype])
     out = np.empty((c, n, ho, wo), dtype=x.dtype)
     idx = np.empty((c, n, ho, wo), dtype=np.int64)
-    head, tail = (xc.ctypes.data, out.ctypes.data, idx.ctypes.data), (h, w, ho, wo, kh, kw, sh, sw)
     planes = c * n
-    native.halves(fn, head, tail, planes, planes // 2 if planes * ho * wo * kh * kw >= C_SPLIT else 0)
+    parts = min(planes, PARTS) if planes * ho * wo * kh * kw >= C_SPLIT else 1
+    lanes.run(getattr(lib, f"graphc_max_pool_part_{_C_DTYPES[x.dtype]}"),
+              (xc.ctypes.data, out.ctypes.data, idx.ctypes.data, planes, parts, h, w, ho, wo, kh, kw, sh, sw), parts)
     return out.transpose(1, 0, 2, 3), idx.transpose(1, 0, 2, 3)
 
 
@@ -59,14 +58,9 @@ def _pool_lib() -> ctypes.CDLL | None:
         lib = native.library(_C_SOURCE)
         if lib is None:
             return None
-        for name in _C_NAMES.values():
-            f = getattr(lib, name)
-            f.restype = None
-            f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 10
-        for name in [*_C_SCATTER.values(), *_C_ASSIGN.values()]:
-            f = getattr(lib, name)
-            f.restype = ctypes.c_long
-            f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 7
+        for kind in ("max_pool", "max_pool_scatter", "max_pool_assign"):
+            for t in _C_DTYPES.values():
+                lanes.part_function(getattr(lib, f"graphc_{kind}_part_{t}"))
         _c_lib.append(lib)
     return _c_lib[0]
 
@@ -77,7 +71,7 @@ def _c_scatter(gc: np.ndarray, ic: np.ndarray, hw: tuple[int, int], overlap: boo
     they do not (numpy's assignment). None otherwise, or when an index lies outside its plane (numpy's kernel
     then runs and reports it)."""
     item = gc.itemsize
-    if (gc.dtype not in _C_SCATTER or ic.dtype != np.int64 or not ic.flags.c_contiguous
+    if (gc.dtype not in _C_DTYPES or ic.dtype != np.int64 or not ic.flags.c_contiguous
             or gc.strides[2:] != (gc.shape[3] * item, item) or min(gc.strides) < 0):
         return None
     lib = _pool_lib()
@@ -85,15 +79,13 @@ def _c_scatter(gc: np.ndarray, ic: np.ndarray, hw: tuple[int, int], overlap: boo
         return None
     c, n, ho, wo = gc.shape
     dx = np.empty((c, n) + tuple(hw), dtype=gc.dtype)
-    fn, planes = getattr(lib, (_C_SCATTER if overlap else _C_ASSIGN)[gc.dtype]), c * n
-    bad = [0]
-
-    def run(p0: int, p1: int) -> None:
-        bad.append(fn(gc.ctypes.data, ic.ctypes.data, dx.ctypes.data, p0, p1, hw[0] * hw[1], ho * wo, n,
-                      gc.strides[0] // item, gc.strides[1] // item))
-
-    native.halves(run, (), (), planes, planes // 2 if planes * hw[0] * hw[1] >= C_SPLIT else 0)
-    return dx if not any(bad) else None
+    planes = c * n
+    parts = min(planes, PARTS) if planes * hw[0] * hw[1] >= C_SPLIT else 1
+    bad = np.zeros(parts, dtype=np.int64)  # per part: indices outside their plane
+    fn = getattr(lib, f"graphc_max_pool_{'scatter' if overlap else 'assign'}_part_{_C_DTYPES[gc.dtype]}")
+    lanes.run(fn, (gc.ctypes.data, ic.ctypes.data, dx.ctypes.data, planes, parts, hw[0] * hw[1], ho * wo, n,
+                   gc.strides[0] // item, gc.strides[1] // item, bad.ctypes.data), parts)
+    return dx if not bad.any() else None
 
 
 def _lowest(dtype: np.dtype):
