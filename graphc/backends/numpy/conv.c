@@ -13,7 +13,6 @@
 
 #define OB 6      /* output channels held in registers at once: 6 rows x 2 vectors = 12 accumulators
                      (the forward's register block is written out for 6) */
-#define TILE 256  /* grid positions per tile of the forward (a multiple of 16) */
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef int i8 __attribute__((vector_size(32)));
@@ -36,30 +35,33 @@ static inline v8 load8_upto(const float *p, const float *end)
 }
 
 /* out[o, n, i, j] = sum over k = (c*kh + a)*kw + b of w[o, k] * x[c, n, i + a, j + b], for images [n0, n1).
- * wp holds the weights packed per block of OB output channels as (K, OB), zero past O. Positions run over the
- * (Ho, W) grid of the input's row pitch, 16 at a time: a position (i, j) reads x at i*W + j + a*W + b of its
- * plane, so kernel offset k is one shifted vector load shared by OB output channels. Columns j >= Wo of the
- * grid are computed and dropped. */
+ * wp holds the weights packed per block of OB output channels as (K, OB), zero past O. Each output row is done
+ * 16 positions at a time: position (i, j) reads x at (i + a)*W + j + b of its plane, so kernel offset k is one
+ * shifted vector load shared by OB output channels, and the 16 sums of a channel are stored straight into its
+ * row. A row's last block may run past Wo: its lanes past the row read the next row (or the input's slack) and
+ * are dropped, the rest copied out. */
 CLONES
 void graphc_conv_f32(const float *x, const float *wp, float *out, long n0, long n1, long C, long N, long H,
                      long W, long O, long kh, long kw)
 {
-    const long Ho = H - kh + 1, Wo = W - kw + 1, G = Ho * W, K = C * kh * kw, plane = H * W;
+    const long Ho = H - kh + 1, Wo = W - kw + 1, K = C * kh * kw, plane = H * W;
     long off[K];  /* kernel offset k's shift from a position of image 0: one flat loop over k */
     for (long k = 0; k < K; k++)
         off[k] = (k / (kh * kw)) * N * plane + (k % (kh * kw) / kw) * W + k % kw;
-    float tmp[OB][TILE];
     for (long n = n0; n < n1; n++) {
         const float *xn = x + n * plane;
         for (long o0 = 0; o0 < O; o0 += OB) {
             const float *wb = wp + (o0 / OB) * K * OB;
             const int rows = O - o0 < OB ? (int)(O - o0) : OB;
-            for (long t0 = 0; t0 < G; t0 += TILE) {
-                const long t1 = t0 + TILE < G ? t0 + TILE : G;
-                for (long q = t0; q < t1; q += 16) {
+            float *op[OB];
+            for (int r = 0; r < OB; r++)
+                op[r] = out + ((o0 + (r < rows ? r : 0)) * N + n) * Ho * Wo;
+            for (long i = 0; i < Ho; i++) {
+                for (long j = 0; j < Wo; j += 16) {
+                    v8 acc[OB][2];
                     v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0};
                     v8 b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, b4 = {0}, b5 = {0};
-                    const float *xq = xn + q;
+                    const float *xq = xn + i * W + j;
                     for (long k = 0; k < K; k++) {
                         const float *xp = xq + off[k], *wk = wb + k * OB;
                         const v8 x0 = load8(xp), x1 = load8(xp + 8);
@@ -70,21 +72,20 @@ void graphc_conv_f32(const float *x, const float *wp, float *out, long n0, long 
                         a4 += wk[4] * x0; b4 += wk[4] * x1;
                         a5 += wk[5] * x0; b5 += wk[5] * x1;
                     }
-                    float *tq = &tmp[0][q - t0];
-                    memcpy(tq, &a0, 32); memcpy(tq + 8, &b0, 32); tq += TILE;
-                    memcpy(tq, &a1, 32); memcpy(tq + 8, &b1, 32); tq += TILE;
-                    memcpy(tq, &a2, 32); memcpy(tq + 8, &b2, 32); tq += TILE;
-                    memcpy(tq, &a3, 32); memcpy(tq + 8, &b3, 32); tq += TILE;
-                    memcpy(tq, &a4, 32); memcpy(tq + 8, &b4, 32); tq += TILE;
-                    memcpy(tq, &a5, 32); memcpy(tq + 8, &b5, 32);
-                }
-                for (int r = 0; r < rows; r++) {  /* the grid rows this tile touches, columns j < Wo */
-                    float *op = out + ((o0 + r) * N + n) * Ho * Wo;
-                    for (long i = t0 / W; i * W < t1; i++) {
-                        const long j0 = i * W < t0 ? t0 - i * W : 0;
-                        const long end = t1 - i * W < Wo ? t1 - i * W : Wo;
-                        if (end > j0)
-                            memcpy(op + i * Wo + j0, &tmp[r][i * W + j0 - t0], (end - j0) * sizeof(float));
+                    acc[0][0] = a0; acc[0][1] = b0; acc[1][0] = a1; acc[1][1] = b1;
+                    acc[2][0] = a2; acc[2][1] = b2; acc[3][0] = a3; acc[3][1] = b3;
+                    acc[4][0] = a4; acc[4][1] = b4; acc[5][0] = a5; acc[5][1] = b5;
+                    const long len = Wo - j < 16 ? Wo - j : 16;
+                    for (int r = 0; r < rows; r++) {
+                        float *dst = op[r] + i * Wo + j;
+                        if (len == 16) {
+                            memcpy(dst, &acc[r][0], 32);
+                            memcpy(dst + 8, &acc[r][1], 32);
+                        } else {
+                            const float *src = (const float *)acc[r];
+                            for (long t = 0; t < len; t++)
+                                dst[t] = src[t];
+                        }
                     }
                 }
             }
