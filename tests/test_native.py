@@ -419,3 +419,13 @@ def test_the_c_scatter_of_pool_gradients_gives_numpys_bits(dtype, kernel, stride
     bad = np.ascontiguousarray(pool._cn(idx))
     bad[0, 0, 0, 0] = hw[0] * hw[1]  # one past the plane
     assert pool._c_scatter(pool._cn(g), bad, hw, overlap) is None
+
+
+def test_address_is_the_first_elements():
+    """native.address, the fast pointer for C calls, against numpy's a.ctypes.data on every kind of array."""
+    a = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    ro = a.copy()
+    ro.flags.writeable = False
+    views = (a, a[1:], a[:, 2:], a.transpose(2, 0, 1), a[::-1], ro, ro[1:], np.empty(0, np.float32), a.reshape(-1)[7:])
+    for v in views:
+        assert native.address(v) == v.ctypes.data

@@ -78,8 +78,8 @@ def _padded(xc: np.ndarray, ph: int, pw: int) -> tuple[np.ndarray, int, int]:
         xc = np.ascontiguousarray(xc)
     sc, sn = xc.strides[0] // item, xc.strides[1] // item
     parts = min(c * n, PARTS) if size >= MIN_PAD_SPLIT else 1
-    lanes.run(_library().graphc_pad_part_f32, (xc.ctypes.data, buf.ctypes.data, c * n, n, h, w, ph, pw, sc, sn,
-                                               parts), parts)
+    lanes.run(_library().graphc_pad_part_f32,
+              (native.address(xc), native.address(buf), c * n, n, h, w, ph, pw, sc, sn, parts), parts)
     return buf, hp, wp
 
 
@@ -104,7 +104,7 @@ def _correlate(xc: np.ndarray, w: np.ndarray, ph: int, pw: int) -> np.ndarray | 
     out = np.empty((o, n, ho, wo), dtype=np.float32)
     packed = _packed(w)
     parts = min(n, PARTS) if o * n * ho * wp * w[0].size >= MIN_SPLIT else 1
-    lanes.run(lib.graphc_conv_part_f32, (buf.ctypes.data, packed.ctypes.data, out.ctypes.data,
+    lanes.run(lib.graphc_conv_part_f32, (native.address(buf), native.address(packed), native.address(out),
                                          c, n, hp, wp, o, kh, kw, parts), parts)
     return out.transpose(1, 0, 2, 3)
 
@@ -138,8 +138,8 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel_size, padding, out: np.ndar
     parts = np.empty((nparts, stride), dtype=np.float64)
     size = ho * wo * 8 * -(-o // 8)
     scratch = np.empty((2, size), dtype=np.float32)
-    lanes.run(lib.graphc_conv_wgrad_part_f32, (buf.ctypes.data, gc.ctypes.data, parts.ctypes.data,
-                                               scratch.ctypes.data, c, n, hp, wp, o, kh, kw, nparts, size, stride,
+    lanes.run(lib.graphc_conv_wgrad_part_f32, (native.address(buf), native.address(gc), native.address(parts),
+                                               native.address(scratch), c, n, hp, wp, o, kh, kw, nparts, size, stride,
                                                gc.strides[0] // 4, gc.strides[1] // 4),
               nparts, split=o * c * kh * kw * n * ho * wo >= MIN_SPLIT)
     dw = np.empty((o, c, kh, kw), dtype=np.float32) if out is None or not out.flags.c_contiguous else out

@@ -129,7 +129,7 @@ def _c_select(c, x: np.ndarray, out: np.ndarray, keep: bool) -> bool:
     order = _order(out)
     if order is None or _order(c) != order or _order(x) != order:
         return False
-    same = out.ctypes.data == x.ctypes.data
+    same = native.address(out) == native.address(x)
     if not same and np.may_share_memory(out, x):  # (a partial overlap: select.c reads and writes them apart)
         return False
     fns = _select_fns()
@@ -137,9 +137,9 @@ def _c_select(c, x: np.ndarray, out: np.ndarray, keep: bool) -> bool:
         return False
     n = out.size
     if same:
-        fn, ptrs = fns[x.itemsize, True], (c.ctypes.data, out.ctypes.data)
+        fn, ptrs = fns[x.itemsize, True], (native.address(c), native.address(out))
     else:
-        fn, ptrs = fns[x.itemsize, False], (c.ctypes.data, x.ctypes.data, out.ctypes.data)
+        fn, ptrs = fns[x.itemsize, False], (native.address(c), native.address(x), native.address(out))
     native.halves(fn, ptrs, (int(keep),), n, n // 2 // 64 * 64 if n >= SELECT_SPLIT else 0)
     return True
 

@@ -222,11 +222,21 @@ class Group:
             v = values[j]
             if v.dtype != self.dtype or not v.flags.c_contiguous or v.size != self.size:
                 return False
-            ptrs[j] = v.ctypes.data
+            ptrs[j] = address(v)
         for j in self._scalars:
             scal[j] = float(values[j])
         halves(fn, (ptrs, scal), (), self.size, self.size // 2 // 64 * 64 if self.size >= MIN_SPLIT else 0)
         return True
+
+
+def address(a: np.ndarray) -> int:
+    """The address of a's first element, for a C call: 0.5 us through the buffer protocol where numpy's
+    a.ctypes.data takes 2 (a few dozen calls per step); a.ctypes.data for arrays that export no writable
+    contiguous buffer (a transposed view, a read-only constant, an empty array)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    except (TypeError, ValueError, BufferError):
+        return a.ctypes.data
 
 
 def halves(fn: Any, head: tuple, tail: tuple, n: int, half: int) -> None:

@@ -48,7 +48,8 @@ def _c_max_pool(x: np.ndarray, kernel_size, stride, padding, out_hw) -> tuple[np
     planes = c * n
     parts = min(planes, PARTS) if planes * ho * wo * kh * kw >= C_SPLIT else 1
     lanes.run(getattr(lib, f"graphc_max_pool_part_{_C_DTYPES[x.dtype]}"),
-              (xc.ctypes.data, out.ctypes.data, idx.ctypes.data, planes, parts, h, w, ho, wo, kh, kw, sh, sw), parts)
+              (native.address(xc), native.address(out), native.address(idx), planes, parts, h, w, ho, wo, kh, kw,
+               sh, sw), parts)
     return out.transpose(1, 0, 2, 3), idx.transpose(1, 0, 2, 3)
 
 
@@ -83,8 +84,8 @@ def _c_scatter(gc: np.ndarray, ic: np.ndarray, hw: tuple[int, int], overlap: boo
     parts = min(planes, PARTS) if planes * hw[0] * hw[1] >= C_SPLIT else 1
     bad = np.zeros(parts, dtype=np.int64)  # per part: indices outside their plane
     fn = getattr(lib, f"graphc_max_pool_{'scatter' if overlap else 'assign'}_part_{_C_DTYPES[gc.dtype]}")
-    lanes.run(fn, (gc.ctypes.data, ic.ctypes.data, dx.ctypes.data, planes, parts, hw[0] * hw[1], ho * wo, n,
-                   gc.strides[0] // item, gc.strides[1] // item, bad.ctypes.data), parts)
+    lanes.run(fn, (native.address(gc), native.address(ic), native.address(dx), planes, parts, hw[0] * hw[1],
+                   ho * wo, n, gc.strides[0] // item, gc.strides[1] // item, native.address(bad)), parts)
     return dx if not bad.any() else None
 
 
