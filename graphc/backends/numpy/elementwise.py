@@ -109,7 +109,7 @@ _BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 def _zero_bits(v: np.ndarray) -> bool:
     """v is one element whose bit pattern is all zeros (+0.0, not -0.0)."""
-    return v.size == 1 and not np.asarray(v).view(_BITS[v.dtype]).any()
+    return v.size == 1 and v.tobytes() == bytes(v.itemsize)
 
 
 _SELECT_SOURCE = Path(__file__).with_name("select.c").read_text()
@@ -173,8 +173,9 @@ def where(c, a, b, out=None):
             return r
         np.copyto(out, r)
         return out
-    shape = np.broadcast_shapes(np.shape(c), a.shape, b.shape)
     if out is None:
+        cs = np.shape(c)
+        shape = cs if cs == b.shape and a.ndim == 0 else np.broadcast_shapes(cs, a.shape, b.shape)
         out = np.empty(shape, dtype=a.dtype)
     a_zero, b_zero = _zero_bits(a), _zero_bits(b)
     if (a_zero or b_zero) and _c_select(c, b if a_zero else a, out, keep=not a_zero):
