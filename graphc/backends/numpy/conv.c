@@ -206,6 +206,45 @@ static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long
     }
 }
 
+/* gt[p][o] = g[o * so + p] for positions p < P and channels o < O, gt's rows 8*ov floats apart (lanes past O
+ * stay as they are: zero). Blocks of 8 positions by 8 channels are transposed in registers (three rounds of
+ * shuffles), the positions past the last block one by one. */
+CLONES
+static void transpose_in(float *gt, const float *g, long P, long O, long so, long ov)
+{
+    const long full = P / 8 * 8;
+    for (long o0 = 0; o0 < O; o0 += 8) {
+        const int rows = O - o0 < 8 ? (int)(O - o0) : 8;
+        for (long p0 = 0; p0 < full; p0 += 8) {
+            v8 r[8];
+            for (int o = 0; o < 8; o++)
+                r[o] = o < rows ? load8(g + (o0 + o) * so + p0) : (v8){0};
+            const i8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+            const i8 even = {0, 1, 8, 9, 4, 5, 12, 13}, odd = {2, 3, 10, 11, 6, 7, 14, 15};
+            const i8 low = {0, 1, 2, 3, 8, 9, 10, 11}, high = {4, 5, 6, 7, 12, 13, 14, 15};
+            v8 t[8], u[8];
+            for (int k = 0; k < 4; k++) {
+                t[2 * k] = __builtin_shuffle(r[2 * k], r[2 * k + 1], lo);
+                t[2 * k + 1] = __builtin_shuffle(r[2 * k], r[2 * k + 1], hi);
+            }
+            for (int k = 0; k < 2; k++) {  /* rows 4k .. 4k+3: t[4k..4k+3] */
+                u[4 * k] = __builtin_shuffle(t[4 * k], t[4 * k + 2], even);
+                u[4 * k + 1] = __builtin_shuffle(t[4 * k], t[4 * k + 2], odd);
+                u[4 * k + 2] = __builtin_shuffle(t[4 * k + 1], t[4 * k + 3], even);
+                u[4 * k + 3] = __builtin_shuffle(t[4 * k + 1], t[4 * k + 3], odd);
+            }
+            for (int j = 0; j < 4; j++) {
+                const v8 c = __builtin_shuffle(u[j], u[4 + j], low), d = __builtin_shuffle(u[j], u[4 + j], high);
+                memcpy(gt + (p0 + j) * ov * 8 + o0, &c, 32);
+                memcpy(gt + (p0 + 4 + j) * ov * 8 + o0, &d, 32);
+            }
+        }
+        for (long p = full; p < P; p++)
+            for (int o = 0; o < rows; o++)
+                gt[p * ov * 8 + o0 + o] = g[(o0 + o) * so + p];
+    }
+}
+
 /* The weight gradient over images [n0, n1) into dw (O, K) doubles. g's plane (o, n) of Ho*Wo floats starts at
  * o*so + n*sn (strides >= 0: an (N, O, Ho, Wo) gradient is read in place); gt is scratch of Ho*Wo * 8*ceil(O/8)
  * floats; O <= 32. */
@@ -223,11 +262,7 @@ void graphc_conv_wgrad_f32(const float *x, const float *g, double *dw, float *gt
         for (long o = O; o < ov * 8; o++)
             gt[p * ov * 8 + o] = 0.f;
     for (long n = n0; n < n1; n++) {
-        for (long o = 0; o < O; o++) {  /* g's rows read in order, written across gt's rows */
-            const float *go = g + o * so + n * sn;
-            for (long p = 0; p < P; p++)
-                gt[p * ov * 8 + o] = go[p];
-        }
+        transpose_in(gt, g + n * sn, P, O, so, ov);
         switch (ov) {
         case 1: wgrad_1(x, gt, dw, n, N, H, W, O, K, kh, kw); break;
         case 2: wgrad_2(x, gt, dw, n, N, H, W, O, K, kh, kw); break;
