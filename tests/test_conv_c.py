@@ -73,8 +73,8 @@ def test_conv_c_gives_the_im2col_kernels_values(case, layout, monkeypatch):
 @pytest.mark.parametrize("layout", ["cnhw", "nchw"])
 @pytest.mark.parametrize("case", [0, 1, 3])
 def test_conv_c_puts_nan_and_inf_where_numpy_does(case, layout, monkeypatch):
-    """An infinite input next to a row's end or a plane's end: the vector lanes conv.c reads past a row (masked
-    in the weight gradient, dropped in the forward) must not turn it into NaN where numpy's sums stay finite."""
+    """An infinite input next to a row's end or a plane's end: the vector lanes the forward reads past a row (and
+    drops) must not turn it into NaN where numpy's sums stay finite, nor may the weight gradient's channel lanes."""
     x, w, g, padding = _data(case, layout=layout)
     xc = x.transpose(1, 0, 2, 3)
     xc[0, 0, 1, 0] = np.inf
@@ -166,13 +166,13 @@ def test_without_a_compiler_the_numpy_kernels_run(tmp_path, monkeypatch):
 
 @needs_cc
 def test_conv_c_reads_nothing_past_its_arrays(monkeypatch):
-    """The gradient ends at the last readable byte (the next page unmapped): the weight gradient's masked vector at
-    the end of the last row must not read past it (a crash otherwise)."""
+    """The gradient ends at the last readable byte (the next page unmapped): the weight gradient's transposition,
+    in blocks of 8 positions, must not read past its last plane (a crash otherwise)."""
     from guarded import guarded
 
     for case, layout in [(0, "cnhw"), (1, "cnhw"), (3, "cnhw"), (0, "nchw"), (1, "nchw")]:
-        # positions along the lanes (O <= 8, rows of 30) and output channels along them; the gradient's last plane
-        # is its last channel's (CNHW) or its last image's (NCHW)
+        # 6, 16 and 7 output channels, planes of 30x30, 13x13 and 12x5 positions; the gradient's last plane is its
+        # last channel's (CNHW) or its last image's (NCHW)
         x, w, g, padding = _data(case, layout=layout)
         monkeypatch.setattr(conv_c, "MAX_TERMS", 160)
         if layout == "cnhw":

@@ -26,14 +26,6 @@ typedef int i8 __attribute__((vector_size(32)));
 
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 
-/* the floats from p up to end (fewer than 8), then zeros: the last vector of an array without slack */
-static inline v8 load8_upto(const float *p, const float *end)
-{
-    float t[8] = {0};
-    memcpy(t, p, (end - p) * sizeof(float));
-    return load8(t);
-}
-
 /* out[o, n, i, j] = sum over k = (c*kh + a)*kw + b of w[o, k] * x[c, n, i + a, j + b], for images [n0, n1).
  * wp holds the weights packed per block of OB output channels as (K, OB), zero past O. Each output row is done
  * 16 positions at a time: position (i, j) reads x at (i + a)*W + j + b of its plane, so kernel offset k is one
@@ -140,72 +132,6 @@ CLONES WGRAD(2, 6)
 CLONES WGRAD(3, 4)
 CLONES WGRAD(4, 3)
 
-/* The weight gradient for few output channels (O <= 8), with positions along the lanes instead: OB output
- * channels and two kernel offsets at a time (12 accumulators), each row in vectors of 8 positions. The vector
- * that ends a row has its lanes past the row masked off in both operands, so values read beyond it (even inf
- * or NaN) add exactly nothing; at the end of g it reads only what is there. Per image the lanes are summed
- * into the totals. */
-CLONES
-static void wgrad_rows(const float *x, const float *g, double *dw, long n0, long n1, long C, long N, long H,
-                       long W, long O, long kh, long kw, long so, long sn)
-{
-    const long Ho = H - kh + 1, Wo = W - kw + 1, K = C * kh * kw, plane = H * W, kk = kh * kw;
-    const long full = Wo / 8 * 8;
-    const float *gend = g + (O - 1) * so + (N - 1) * sn + Ho * Wo;  /* the last plane's end: strides are >= 0 */
-    i8 keep;
-    for (int l = 0; l < 8; l++)
-        keep[l] = full + l < Wo ? -1 : 0;
-    for (long o0 = 0; o0 < O; o0 += OB) {
-        const int rows = O - o0 < OB ? (int)(O - o0) : OB;
-        const float *gr[OB];
-        for (int r = 0; r < OB; r++)
-            gr[r] = g + (o0 + (r < rows ? r : 0)) * so;
-        for (long k0 = 0; k0 < K; k0 += 2) {
-            const long k1 = k0 + 1 < K ? k0 + 1 : k0;
-            const long off0 = (k0 / kk * N) * plane + (k0 % kk / kw) * W + k0 % kw;
-            const long off1 = (k1 / kk * N) * plane + (k1 % kk / kw) * W + k1 % kw;
-            for (long n = n0; n < n1; n++) {
-                v8 acc[OB][2];
-                for (int r = 0; r < OB; r++)
-                    acc[r][0] = acc[r][1] = (v8){0};
-                for (long i = 0; i < Ho; i++) {
-                    const float *xr = x + n * plane + i * W;
-                    const long row = n * sn + i * Wo;
-                    long j = 0;
-                    for (; j < full; j += 8) {
-                        const v8 x0 = load8(xr + off0 + j), x1 = load8(xr + off1 + j);
-                        for (int r = 0; r < OB; r++) {
-                            const v8 gv = load8(gr[r] + row + j);
-                            acc[r][0] += gv * x0;
-                            acc[r][1] += gv * x1;
-                        }
-                    }
-                    if (j < Wo) {
-                        const v8 x0 = (v8)((i8)load8(xr + off0 + j) & keep);
-                        const v8 x1 = (v8)((i8)load8(xr + off1 + j) & keep);
-                        for (int r = 0; r < OB; r++) {
-                            const float *gp = gr[r] + row + j;
-                            const v8 gv = (v8)((i8)(gp + 8 <= gend ? load8(gp) : load8_upto(gp, gend)) & keep);
-                            acc[r][0] += gv * x0;
-                            acc[r][1] += gv * x1;
-                        }
-                    }
-                }
-                for (int r = 0; r < rows; r++) {
-                    float s0 = 0.f, s1 = 0.f;
-                    for (int l = 0; l < 8; l++) {
-                        s0 += acc[r][0][l];
-                        s1 += acc[r][1][l];
-                    }
-                    dw[(o0 + r) * K + k0] += s0;
-                    if (k1 != k0)
-                        dw[(o0 + r) * K + k1] += s1;
-                }
-            }
-        }
-    }
-}
-
 /* gt[p][o] = g[o * so + p] for positions p < P and channels o < O, gt's rows 8*ov floats apart (lanes past O
  * stay as they are: zero). Blocks of 8 positions by 8 channels are transposed in registers (three rounds of
  * shuffles), the positions past the last block one by one. */
@@ -254,10 +180,6 @@ void graphc_conv_wgrad_f32(const float *x, const float *g, double *dw, float *gt
     const long Ho = H - kh + 1, Wo = W - kw + 1, P = Ho * Wo, K = C * kh * kw, ov = (O + 7) / 8;
     for (long i = 0; i < O * K; i++)
         dw[i] = 0.0;
-    if (O <= 8 && Wo >= 8) {  /* one vector of channels would be mostly padding: transposing costs as much */
-        wgrad_rows(x, g, dw, n0, n1, C, N, H, W, O, kh, kw, so, sn);
-        return;
-    }
     for (long p = 0; p < P; p++)  /* the padding lanes, zero for every image */
         for (long o = O; o < ov * 8; o++)
             gt[p * ov * 8 + o] = 0.f;
