@@ -2,7 +2,7 @@
  *
  * Handing half a kernel to a Python pool thread costs 0.1 ms here (the thread wakes, takes the GIL, and the
  * caller wakes again), more than a LeNet convolution takes on its own. This helper waits for work spinning on
- * one word for SPIN_NS after each job, then sleeps on a condition variable, as OpenMP's threads do; the
+ * one word for 0.1 ms (SPIN_NS) after each job, then sleeps on a condition variable, as OpenMP's threads do; the
  * caller pays a lock and a store. A job is `parts` calls fn(args, part, lane), claimed one at a time by the
  * caller (lane 0) and the helper (lane 1), so a helper that wakes late only takes fewer parts. What a part
  * computes must depend on the part, never on the lane: the kernels' numbers are then those of one thread.
@@ -16,7 +16,8 @@
 
 typedef void (*part_fn)(const long *args, long part, long lane);
 
-#define SPIN_NS 300000L /* how long the helper spins for the next job before sleeping */
+#define SPIN_NS 100000L /* how long the helper spins for the next job before sleeping: LeNet's kernels follow each
+                           other closer than this, and BLAS's own threads get the core back during its GEMMs */
 
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER; /* held by the one caller whose job runs */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;   /* guards the job below */
