@@ -216,6 +216,11 @@ def test_max_pool_of_a_relu_pools_first_with_the_same_numbers():
     np.testing.assert_array_equal(runs[True][0], ty.detach().numpy())
     np.testing.assert_array_equal(runs[True][1], tx.grad.numpy())
 
+    fwd = trace(f, (gc.tensor(x),), {}, name="f", names={}).graph.verify()  # inference: max_pool2d, no indices
+    after = pool_before_relu(fwd).verify()
+    assert [n.op for n in after.nodes][-2:] == ["max_pool2d", "relu"]
+    np.testing.assert_array_equal(generate(after)[1](x)[0], runs[True][0])
+
     def also_read(x):
         r = F.relu(x)
         return F.max_pool2d(r, 2), r.sum()
