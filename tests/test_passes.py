@@ -228,3 +228,38 @@ def test_max_pool_of_a_relu_pools_first_with_the_same_numbers():
     g2 = trace(also_read, (xt,), {}, name="g2", names={}).graph.verify()
     for g3 in (g2, differentiate(g2, [0])):  # the sum reads the relu; in the joint graph its gradient adds to it
         assert [n.op for n in pool_before_relu(g3).nodes] == [n.op for n in g3.nodes]
+
+
+@pytest.mark.parametrize("window", [dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=2, padding=1)])
+def test_a_bias_gradient_through_max_pooling_sums_the_pooled_gradient(window):
+    """conv -> bias -> relu -> max pool: the bias gradient (a sum over N, H, W of the pooling's scattered gradient)
+    is taken over the pooled gradient, which has the same terms; the values agree to float32 rounding, with and
+    without overlapping windows."""
+    from graphc.nn import functional as F  # noqa: N812
+    from graphc.passes.simplify import DEFAULT_PIPELINE
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 10, 12)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    xt, bt = gc.tensor(x, requires_grad=True), gc.tensor(b, requires_grad=True)
+
+    def f(x, b):
+        return F.max_pool2d(F.relu(x + b.reshape(1, 3, 1, 1)), **window)
+
+    joint = differentiate(trace(f, (xt, bt), {}, name="f", names={}).graph, [0, 1]).verify()
+    g = rng.standard_normal(tuple(v.type.shape for v in joint.inputs)[2]).astype(np.float32)
+    runs = {}
+    for rewrite in (True, False):
+        out = joint
+        for name, p in DEFAULT_PIPELINE:
+            if rewrite or name != "sum_before_pool_gradient":
+                out = p(out).verify()
+        sums = [n for n in out.nodes if n.op == "sum" and n.attrs["axes"] == (0, 2, 3)]
+        assert len(sums) == 1
+        read = sums[0].inputs[0].producer.op
+        assert (read != "max_pool2d_indices_grad") if rewrite else (read == "max_pool2d_indices_grad")
+        runs[rewrite] = [np.asarray(a) for a in generate(out)[1](x, b, g)]
+    for a, want in zip(runs[True][:2], runs[False][:2]):  # the pooled value and the input gradient: untouched
+        np.testing.assert_array_equal(a, want)
+    np.testing.assert_allclose(runs[True][2], runs[False][2], rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(runs[True][2], np.zeros_like(runs[True][2]))
