@@ -26,6 +26,13 @@ typedef int i8 __attribute__((vector_size(32)));
 
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 
+/* lanes of (a, b) picked by constant indices: clang's builtin, or GCC's (older GCCs lack clang's) */
+#if defined(__clang__)
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (i8){__VA_ARGS__})
+#endif
+
 /* out[o, n, i, j] = sum over k = (c*kh + a)*kw + b of w[o, k] * x[c, n, i + a, j + b], for images [n0, n1).
  * wp holds the weights packed per block of OB output channels as (K, OB), zero past O. Each output row is done
  * 16 positions at a time: position (i, j) reads x at (i + a)*W + j + b of its plane, so kernel offset k is one
@@ -145,22 +152,20 @@ static void transpose_in(float *gt, const float *g, long P, long O, long so, lon
             v8 r[8];
             for (int o = 0; o < 8; o++)
                 r[o] = o < rows ? load8(g + (o0 + o) * so + p0) : (v8){0};
-            const i8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
-            const i8 even = {0, 1, 8, 9, 4, 5, 12, 13}, odd = {2, 3, 10, 11, 6, 7, 14, 15};
-            const i8 low = {0, 1, 2, 3, 8, 9, 10, 11}, high = {4, 5, 6, 7, 12, 13, 14, 15};
             v8 t[8], u[8];
             for (int k = 0; k < 4; k++) {
-                t[2 * k] = __builtin_shuffle(r[2 * k], r[2 * k + 1], lo);
-                t[2 * k + 1] = __builtin_shuffle(r[2 * k], r[2 * k + 1], hi);
+                t[2 * k] = SHUFFLE(r[2 * k], r[2 * k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+                t[2 * k + 1] = SHUFFLE(r[2 * k], r[2 * k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
             }
             for (int k = 0; k < 2; k++) {  /* rows 4k .. 4k+3: t[4k..4k+3] */
-                u[4 * k] = __builtin_shuffle(t[4 * k], t[4 * k + 2], even);
-                u[4 * k + 1] = __builtin_shuffle(t[4 * k], t[4 * k + 2], odd);
-                u[4 * k + 2] = __builtin_shuffle(t[4 * k + 1], t[4 * k + 3], even);
-                u[4 * k + 3] = __builtin_shuffle(t[4 * k + 1], t[4 * k + 3], odd);
+                u[4 * k] = SHUFFLE(t[4 * k], t[4 * k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+                u[4 * k + 1] = SHUFFLE(t[4 * k], t[4 * k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+                u[4 * k + 2] = SHUFFLE(t[4 * k + 1], t[4 * k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+                u[4 * k + 3] = SHUFFLE(t[4 * k + 1], t[4 * k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
             }
             for (int j = 0; j < 4; j++) {
-                const v8 c = __builtin_shuffle(u[j], u[4 + j], low), d = __builtin_shuffle(u[j], u[4 + j], high);
+                const v8 c = SHUFFLE(u[j], u[4 + j], 0, 1, 2, 3, 8, 9, 10, 11);
+                const v8 d = SHUFFLE(u[j], u[4 + j], 4, 5, 6, 7, 12, 13, 14, 15);
                 memcpy(gt + (p0 + j) * ov * 8 + o0, &c, 32);
                 memcpy(gt + (p0 + 4 + j) * ov * 8 + o0, &d, 32);
             }
