@@ -95,7 +95,7 @@ def test_random_programs_give_numpys_bits(dtype, seed):
 
 @needs_cc
 @pytest.mark.parametrize("threads", [1, 2])
-def test_both_halves_are_computed_on_two_threads(threads, monkeypatch):
+def test_every_part_is_computed_on_one_lane_or_two(threads, monkeypatch):
     monkeypatch.setitem(chunks.state, "threads", threads)
     monkeypatch.setattr(native, "MIN_SPLIT", 1000)
     n = 100_003

@@ -31,7 +31,8 @@ state = {"threads": THREADS}
 
 
 def executor() -> ThreadPoolExecutor:
-    """The one pool thread that runs the first half of a two-thread group (native.py uses it too)."""
+    """The one pool thread that runs the first half of a two-thread group of numpy chunks (the C kernels have
+    lanes.py instead)."""
     global _pool
     with _lock:
         if _pool is None:

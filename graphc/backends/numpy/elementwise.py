@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import native
+from . import lanes, native
 from .registry import KERNELS, kernel
 
 _UFUNCS = {
@@ -115,8 +115,9 @@ def _zero_bits(v: np.ndarray) -> bool:
 _SELECT_SOURCE = Path(__file__).with_name("select.c").read_text()
 _SELECT_NAMES = {4: "graphc_select_u32", 8: "graphc_select_u64"}
 SELECT_FROM = 1 << 14  # elements from which where(c, x, 0) runs select.c (a ctypes call costs a few us)
-SELECT_SPLIT = 1 << 21  # elements from which it splits over two threads
-_select: dict[tuple[int, bool], ctypes._CFuncPtr] = {}
+SELECT_SPLIT = 1 << 17  # elements from which it is split into parts for both lanes (lanes.py)
+SELECT_PARTS = 8
+_select: dict[int, ctypes._CFuncPtr] = {}
 
 
 def _c_select(c, x: np.ndarray, out: np.ndarray, keep: bool) -> bool:
@@ -136,26 +137,20 @@ def _c_select(c, x: np.ndarray, out: np.ndarray, keep: bool) -> bool:
     if fns is None:
         return False
     n = out.size
-    if same:
-        fn, ptrs = fns[x.itemsize, True], (native.address(c), native.address(out))
-    else:
-        fn, ptrs = fns[x.itemsize, False], (native.address(c), native.address(x), native.address(out))
-    native.halves(fn, ptrs, (int(keep),), n, n // 2 // 64 * 64 if n >= SELECT_SPLIT else 0)
+    parts = SELECT_PARTS if n >= SELECT_SPLIT else 1
+    lanes.run(fns[x.itemsize], (native.address(c), native.address(x), native.address(out), n, parts, int(keep)),
+              parts)
     return True
 
 
 def _select_fns() -> dict | None:
-    """select.c's functions by (item size, in place), once built (native.library hashes the source: once)."""
+    """select.c's part functions by item size, once built (native.library hashes the source: once)."""
     if not _select:
         lib = native.library(_SELECT_SOURCE)
         if lib is None:
             return None
         for size, name in _SELECT_NAMES.items():
-            for inplace in (False, True):
-                fn = getattr(lib, name + ("_inplace" if inplace else ""))
-                fn.restype = None
-                fn.argtypes = [ctypes.c_void_p] * (2 if inplace else 3) + [ctypes.c_long] * 3
-                _select[size, inplace] = fn
+            _select[size] = lanes.part_function(getattr(lib, name + "_part"))
     return _select
 
 

@@ -34,8 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from . import chunks
-
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]  # no -march=native: a cached
 # library may be read by another machine that shares the home directory
 ARRAY, SCALAR, TEMP = 0, 1, 2
@@ -43,8 +41,8 @@ _C_OPS = {"add": "{} + {}", "sub": "{} - {}", "mul": "{} * {}", "div": "{} / {}"
 _C_TYPES = {"float32": ("float", "sqrtf"), "float64": ("double", "sqrt")}
 OPS = frozenset(_C_OPS) | {"sqrt"}
 MIN_ELEMENTS = 1 << 14  # a group this large runs as a C loop (chunks.py's numpy chunks start at 256 Ki elements)
-MIN_SPLIT = 1 << 20  # elements below which a group runs on one thread (handing half to the pool costs more:
-# 590 K elements took 0.135 ms on one thread, 0.24 ms on two; 2.4 M 1.33 ms on one, 0.91 ms on two)
+MIN_SPLIT = 1 << 17  # elements from which a group's loop is split into parts for both lanes (lanes.py)
+PARTS = 8
 
 
 def enabled() -> bool:
@@ -183,7 +181,18 @@ def c_source(dtype: str, kinds: Sequence[int], program: Sequence[tuple[str, int,
     return "\n".join([f"/* graphc fused group ({dtype}): {', '.join(op for op, *_ in program)} */",
                       "#include <math.h>",
                       "void graphc_group(void *const *p, const double *sc, long s, long e)", "{", *head,
-                      "    for (long i = s; i < e; i++) {", *body, "    }", "}", ""])
+                      "    for (long i = s; i < e; i++) {", *body, "    }", "}", "", _GROUP_PART])
+
+
+# a part for lanes.c: args are p, sc, n, P; part k runs elements [k*n/P, (k+1)*n/P), cut at multiples of 64
+_GROUP_PART = """void graphc_group_part(const long *a, long k, long lane)
+{
+    const long n = a[2], P = a[3];
+    const long s = k * (n / P) / 64 * 64, e = k + 1 == P ? n : (k + 1) * (n / P) / 64 * 64;
+    (void)lane;
+    graphc_group((void *const *)a[0], (const double *)a[1], s, e);
+}
+"""
 
 
 class Group:
@@ -212,9 +221,10 @@ class Group:
         if fn is None:
             if not self.ready():
                 return False
-            fn = self._fn = self._build.lib.graphc_group
-            fn.restype = None
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+            from . import lanes  # (lanes builds its own library through this module)
+
+            fn = self._fn = lanes.part_function(self._build.lib.graphc_group_part)
+            self._run = lanes.run
         n = len(self.kinds)
         ptrs = (ctypes.c_void_p * n)()
         scal = (ctypes.c_double * n)()
@@ -225,7 +235,8 @@ class Group:
             ptrs[j] = address(v)
         for j in self._scalars:
             scal[j] = float(values[j])
-        halves(fn, (ptrs, scal), (), self.size, self.size // 2 // 64 * 64 if self.size >= MIN_SPLIT else 0)
+        parts = PARTS if self.size >= MIN_SPLIT else 1
+        self._run(fn, (ctypes.addressof(ptrs), ctypes.addressof(scal), self.size, parts), parts)
         return True
 
 
@@ -237,17 +248,6 @@ def address(a: np.ndarray) -> int:
         return ctypes.addressof(ctypes.c_char.from_buffer(a))
     except (TypeError, ValueError, BufferError):
         return a.ctypes.data
-
-
-def halves(fn: Any, head: tuple, tail: tuple, n: int, half: int) -> None:
-    """fn(*head, start, end, *tail) over [0, n): [0, half) on the chunk pool's thread and [half, n) here when
-    half > 0 and two threads are allowed now (ctypes lets go of the GIL during the call), else all of it here."""
-    if half <= 0 or half >= n or chunks.state["threads"] < 2:
-        fn(*head, 0, n, *tail)
-        return
-    fut = chunks.executor().submit(fn, *head, 0, half, *tail)
-    fn(*head, half, n, *tail)
-    fut.result()
 
 
 def supports(members: Sequence[Any]) -> str | None:

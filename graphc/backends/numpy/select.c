@@ -20,3 +20,20 @@ void NAME##_inplace(const unsigned char *restrict c, U *restrict x, long s, long
 
 SELECT(graphc_select_u32, unsigned int)
 SELECT(graphc_select_u64, unsigned long long)
+
+/* Parts for lanes.c (graphc_lanes_run). args: c, x, out (the same address as x: in place), n, P, keep; part k
+ * runs elements [k*(n/P), (k+1)*(n/P)) cut at multiples of 64, the last part up to n. */
+#define SELECT_PART(NAME, U)                                                                              \
+void NAME##_part(const long *a, long k, long lane)                                                       \
+{                                                                                                        \
+    const long n = a[3], P = a[4];                                                                       \
+    const long s = k * (n / P) / 64 * 64, e = k + 1 == P ? n : (k + 1) * (n / P) / 64 * 64;              \
+    (void)lane;                                                                                          \
+    if (a[1] == a[2])                                                                                    \
+        NAME##_inplace((const unsigned char *)a[0], (U *)a[1], s, e, a[5]);                             \
+    else                                                                                                 \
+        NAME((const unsigned char *)a[0], (const U *)a[1], (U *)a[2], s, e, a[5]);                       \
+}
+
+SELECT_PART(graphc_select_u32, unsigned int)
+SELECT_PART(graphc_select_u64, unsigned long long)
