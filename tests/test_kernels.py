@@ -460,6 +460,27 @@ def test_blas_thread_policy_follows_measurements(monkeypatch):
     assert fast.off  # steps under a millisecond are not worth adapting
 
 
+def test_blas_thread_policy_does_not_flip_on_a_small_difference(monkeypatch):
+    """Step times vary by more than a few percent: the other setting takes over only when it is MARGIN faster."""
+    from graphc.backends.numpy import threads
+
+    lib = _FakeBlas()
+    clock = {"t": 0.0}
+    cost = {2: 0.0100, 1: 0.0098}  # one thread 2% faster: not enough to leave two
+    monkeypatch.setattr(threads.time, "perf_counter", lambda: clock["t"])
+
+    def step():
+        clock["t"] += cost[lib.num_threads]
+        return lib.num_threads
+
+    run = threads.AdaptiveThreads([lib]).wrap(step)
+    used = [run() for _ in range(300)]
+    assert used[4:].count(2) > 0.9 * len(used[4:])
+    cost[1] = 0.0080  # now 20% faster: one thread takes over (once the probes have refreshed its times)
+    used = [run() for _ in range(1000)]
+    assert used[-100:].count(1) > 90
+
+
 def test_blas_threads_can_be_pinned(monkeypatch):
     from graphc.backends.numpy import threads
 

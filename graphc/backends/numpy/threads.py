@@ -51,6 +51,8 @@ class AdaptiveThreads:
     WARMUP = 2  # calls per setting before choosing
     WINDOW = 5  # recent calls per setting that decide
     MIN_SECONDS = 1e-3  # faster steps are not worth adapting
+    MARGIN = 0.05  # the other setting must be this much faster to take over: step times vary by more than the
+    # difference, and flipping on noise left a LeNet step on its slower setting for 2/3 of its calls
 
     def __init__(self, libs: list[Any]):
         self.libs = libs
@@ -80,7 +82,7 @@ class AdaptiveThreads:
             self.off = True
             return
         best = med[True] < med[False]
-        if best != self.one:
+        if best != self.one and med[best] < (1 - self.MARGIN) * med[self.one]:
             self.one, self.probe_every = best, 8
         elif one != self.one:  # a probe confirmed the choice: probe less often
             self.probe_every = min(self.probe_every * 2, 128)
