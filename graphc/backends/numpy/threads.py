@@ -84,6 +84,8 @@ class AdaptiveThreads:
         best = med[True] < med[False]
         if best != self.one and med[best] < (1 - self.MARGIN) * med[self.one]:
             self.one, self.probe_every = best, 8
+        elif best != self.one:  # the other setting looks faster, but within the margin: keep probing it often
+            self.probe_every = 8
         elif one != self.one:  # a probe confirmed the choice: probe less often
             self.probe_every = min(self.probe_every * 2, 128)
 
