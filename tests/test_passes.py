@@ -165,6 +165,16 @@ def test_variance_is_taken_over_the_graphs_centered_input():
     assert [n.op for n in centered_variance(g2).nodes] == [n.op for n in g2.nodes]
 
 
+def _pipeline(g, without: str | None = None):
+    """g through the default pipeline, leaving out the named pass (the graph without its rewrite, as an oracle)."""
+    from graphc.passes.simplify import DEFAULT_PIPELINE
+
+    for name, p in DEFAULT_PIPELINE:
+        if name != without:
+            g = p(g).verify()
+    return g
+
+
 def _relu_pool_data() -> tuple[np.ndarray, np.ndarray]:
     """Windows of 2x2 with positive, zero, all-negative and tied maxima, -0.0, inf and NaN, and a cotangent."""
     rng = np.random.default_rng(3)
@@ -187,7 +197,7 @@ def test_max_pool_of_a_relu_pools_first_with_the_same_numbers():
     the input gradient equal the unrewritten graph's (and torch's when installed), ties, zeros, inf and NaN
     included; a relu also read elsewhere is left alone."""
     from graphc.nn import functional as F  # noqa: N812
-    from graphc.passes.simplify import DEFAULT_PIPELINE, pool_before_relu
+    from graphc.passes.simplify import pool_before_relu
 
     x, g = _relu_pool_data()
     xt = gc.tensor(x, requires_grad=True)
@@ -198,10 +208,7 @@ def test_max_pool_of_a_relu_pools_first_with_the_same_numbers():
     joint = differentiate(trace(f, (xt,), {}, name="f", names={}).graph, [0]).verify()
     runs = {}
     for rewrite in (True, False):
-        out = joint
-        for name, p in DEFAULT_PIPELINE:
-            if rewrite or name != "pool_before_relu":
-                out = p(out).verify()
+        out = _pipeline(joint, without=None if rewrite else "pool_before_relu")
         runs[rewrite] = [np.asarray(a) for a in generate(out)[1](x, g)]
         if rewrite:
             relu = [n for n in out.nodes if n.op == "relu"]
@@ -236,7 +243,6 @@ def test_a_bias_gradient_through_max_pooling_sums_the_pooled_gradient(window):
     is taken over the pooled gradient, which has the same terms; the values agree to float32 rounding, with and
     without overlapping windows."""
     from graphc.nn import functional as F  # noqa: N812
-    from graphc.passes.simplify import DEFAULT_PIPELINE
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 3, 10, 12)).astype(np.float32)
@@ -250,10 +256,7 @@ def test_a_bias_gradient_through_max_pooling_sums_the_pooled_gradient(window):
     g = rng.standard_normal(tuple(v.type.shape for v in joint.inputs)[2]).astype(np.float32)
     runs = {}
     for rewrite in (True, False):
-        out = joint
-        for name, p in DEFAULT_PIPELINE:
-            if rewrite or name != "sum_before_pool_gradient":
-                out = p(out).verify()
+        out = _pipeline(joint, without=None if rewrite else "sum_before_pool_gradient")
         sums = [n for n in out.nodes if n.op == "sum" and n.attrs["axes"] == (0, 2, 3)]
         assert len(sums) == 1
         read = sums[0].inputs[0].producer.op

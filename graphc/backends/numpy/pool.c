@@ -138,68 +138,50 @@ void NAME(const T *x, T *out, long long *idx, long p0, long p1, long H, long W, 
 POOL(graphc_max_pool_f32, float, unsigned int, rows22_f32)
 POOL(graphc_max_pool_f64, double, unsigned long long, rows22_none)
 
-/* The gradient of max pooling whose windows overlap (ResNet's 3x3 at stride 2), planes [p0, p1): each output's
- * gradient added, in double and in output order, to the input its index names, then rounded once: the sums of
- * numpy's np.bincount(indices, weights=g) and its cast, bit for bit, without the flat int64 index and 8-byte
- * bins over the whole batch. Returns the number of indices outside the plane (none are written): the caller
- * then runs numpy's kernel, which reports them. The planes of idx and dx are in (C, N) order; g's plane (c, n)
- * starts at c*sc + n*sn, so an (N, C, Ho, Wo) gradient is read in place. */
-#define POOL_SCATTER(NAME, T)                                                                             \
+/* The gradient of max pooling, planes [p0, p1): each output's gradient sent to the input its index names, in
+ * output order. Where windows overlap (ADD: ResNet's 3x3 at stride 2) the values are added in double and rounded
+ * once: the sums of numpy's np.bincount(indices, weights=g) and its cast, bit for bit, without the flat int64 index
+ * and 8-byte bins over the whole batch. Where they do not (LeNet's 2x2 at stride 2) each plane is zeroed and the
+ * values stored: numpy's `dx[flat_index] = g`, bit for bit, a plane at a time in cache. Returns the number of
+ * indices outside their plane (none are written; -1: no memory): the caller then runs numpy's kernel, which
+ * reports them. The planes of idx and dx are in (C, N) order; g's plane (c, n) starts at c*sc + n*sn, so an
+ * (N, C, Ho, Wo) gradient is read in place. */
+#define POOL_SCATTER(NAME, T, ADD)                                                                        \
 long NAME(const T *g, const long long *idx, T *dx, long p0, long p1, long HW, long HoWo, long N, long sc,   \
           long sn)                                                                                       \
 {                                                                                                        \
-    double *acc = malloc(HW * sizeof(double));                                                           \
+    double *acc = ADD ? malloc(HW * sizeof(double)) : NULL;                                              \
     long bad = 0;                                                                                        \
-    if (acc == NULL)                                                                                     \
+    if (ADD && acc == NULL)                                                                              \
         return -1;                                                                                       \
     for (long p = p0; p < p1; p++) {                                                                     \
         const T *gp = g + (p / N) * sc + (p % N) * sn;                                                   \
         const long long *ip = idx + p * HoWo;                                                            \
         T *d = dx + p * HW;                                                                              \
-        memset(acc, 0, HW * sizeof(double));                                                             \
+        if (ADD)                                                                                         \
+            memset(acc, 0, HW * sizeof(double));                                                         \
+        else                                                                                             \
+            memset(d, 0, HW * sizeof(T));                                                                \
         for (long q = 0; q < HoWo; q++) {                                                                \
-            if ((unsigned long long)ip[q] < (unsigned long long)HW)                                      \
+            if ((unsigned long long)ip[q] >= (unsigned long long)HW)                                     \
+                bad++;                                                                                   \
+            else if (ADD)                                                                                \
                 acc[ip[q]] += (double)gp[q];                                                             \
             else                                                                                         \
-                bad++;                                                                                   \
+                d[ip[q]] = gp[q];                                                                        \
         }                                                                                                \
-        for (long k = 0; k < HW; k++)                                                                    \
-            d[k] = (T)acc[k];                                                                            \
+        if (ADD)                                                                                         \
+            for (long k = 0; k < HW; k++)                                                                \
+                d[k] = (T)acc[k];                                                                        \
     }                                                                                                    \
     free(acc);                                                                                           \
     return bad;                                                                                          \
 }
 
-POOL_SCATTER(graphc_max_pool_scatter_f32, float)
-POOL_SCATTER(graphc_max_pool_scatter_f64, double)
-
-/* The gradient of max pooling whose windows do not overlap (LeNet's 2x2 at stride 2), planes [p0, p1): each plane
- * zeroed, then each output's gradient stored at the input its index names, in output order: numpy's
- * `dx[flat_index] = g`, bit for bit, a plane at a time in cache, without the flat int64 index and the separate
- * zeroing pass over the whole batch. Returns the number of indices outside the plane (the caller then runs
- * numpy's kernel, which reports them). Planes and strides as above. */
-#define POOL_ASSIGN(NAME, T)                                                                              \
-long NAME(const T *g, const long long *idx, T *dx, long p0, long p1, long HW, long HoWo, long N, long sc,   \
-          long sn)                                                                                       \
-{                                                                                                        \
-    long bad = 0;                                                                                        \
-    for (long p = p0; p < p1; p++) {                                                                     \
-        const T *gp = g + (p / N) * sc + (p % N) * sn;                                                   \
-        const long long *ip = idx + p * HoWo;                                                            \
-        T *d = dx + p * HW;                                                                              \
-        memset(d, 0, HW * sizeof(T));                                                                    \
-        for (long q = 0; q < HoWo; q++) {                                                                \
-            if ((unsigned long long)ip[q] < (unsigned long long)HW)                                      \
-                d[ip[q]] = gp[q];                                                                        \
-            else                                                                                         \
-                bad++;                                                                                   \
-        }                                                                                                \
-    }                                                                                                    \
-    return bad;                                                                                          \
-}
-
-POOL_ASSIGN(graphc_max_pool_assign_f32, float)
-POOL_ASSIGN(graphc_max_pool_assign_f64, double)
+POOL_SCATTER(graphc_max_pool_scatter_f32, float, 1)
+POOL_SCATTER(graphc_max_pool_scatter_f64, double, 1)
+POOL_SCATTER(graphc_max_pool_assign_f32, float, 0)
+POOL_SCATTER(graphc_max_pool_assign_f64, double, 0)
 
 /* Parts for lanes.c (graphc_lanes_run): part p of P takes planes [p*n/P, (p+1)*n/P), whichever lane runs it.
  * Pooling's args: x, out, idx, n, P, H, W, Ho, Wo, kh, kw, sh, sw. The scatters': g, idx, dx, n, P, HW, HoWo, N,
