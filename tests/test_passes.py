@@ -232,8 +232,13 @@ def test_max_pool_of_a_relu_pools_first_with_the_same_numbers():
         r = F.relu(x)
         return F.max_pool2d(r, 2), r.sum()
 
+    def indices_returned(x):
+        return F.max_pool2d(F.relu(x), 2, return_indices=True)
+
     g2 = trace(also_read, (xt,), {}, name="g2", names={}).graph.verify()
-    for g3 in (g2, differentiate(g2, [0])):  # the sum reads the relu; in the joint graph its gradient adds to it
+    g4 = trace(indices_returned, (xt,), {}, name="g4", names={}).graph.verify()
+    # the sum reads the relu (in the joint graph its gradient adds to it); the winners are a result
+    for g3 in (g2, differentiate(g2, [0]), g4, differentiate(g4, [0])):
         assert [n.op for n in pool_before_relu(g3).nodes] == [n.op for n in g3.nodes]
 
 

@@ -201,8 +201,9 @@ def pool_before_relu(g: Graph) -> Graph:
     at batch 64 move 0.3 ms of elementwise work out of a 3.8 ms step. The numbers are the same: a window's winner
     is the same input when its maximum is positive, and where it is not, both forms give the output 0 and every
     input of the window the gradient 0 (relu's gradient is 0 wherever its output is <= 0, at the winner too).
-    Only the sign of a pooled zero may differ (relu(-0.0) is -0.0). Rewritten where the relu is read by max
-    pools and by relu's own gradient (where(out <= 0, 0, g)) and nothing else, with g that pool's gradient."""
+    Only the sign of a pooled zero may differ (relu(-0.0) is -0.0). Rewritten where the relu is read by one max
+    pool and by relu's own gradient (where(out <= 0, 0, g)) and nothing else, with g that pool's gradient, and
+    the pool's indices (which may change where a maximum is <= 0) are read by that gradient alone."""
     users = g.users()
     returned = {id(v) for v in g.outputs}
     plans: dict[int, tuple] = {}  # id(relu node) -> (its pool, its mask nodes, their selects, the pool gradients)
@@ -228,6 +229,9 @@ def pool_before_relu(g: Graph) -> Graph:
                 selects.append(w)
                 grads.append(p)
             ok = ok and id(m.outputs[0]) not in returned
+        # the winners change where a window's maximum is <= 0: only the rewritten gradients may read them
+        if idx is not None and (id(idx) in returned or any(n not in grads for n in users.get(id(idx), []))):
+            ok = False
         if ok:
             plans[id(node)] = (pool, masks, selects, grads)
     if not plans:

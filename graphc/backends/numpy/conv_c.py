@@ -46,9 +46,6 @@ def _library() -> ctypes.CDLL | None:
         lib = native.library(_SOURCE, FLAGS, wait=True)
         if lib is None:
             return None
-        lib.graphc_conv_f32.restype = lib.graphc_conv_wgrad_f32.restype = None
-        lib.graphc_conv_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 9
-        lib.graphc_conv_wgrad_f32.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 9
         lanes.part_function(lib.graphc_pad_part_f32)
         lanes.part_function(lib.graphc_conv_part_f32)
         lanes.part_function(lib.graphc_conv_wgrad_part_f32)
