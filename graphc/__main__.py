@@ -63,7 +63,8 @@ def _info() -> int:
     print(f"  numpy {np.__version__}: available (CPU)")
     from .backends.numpy import native
 
-    print(f"    C loops for fused elementwise groups, max pooling and small convolutions: {native.describe()}")
+    print(f"    C loops for fused elementwise groups, max pooling and small convolutions (on two threads: lanes.c): "
+          f"{native.describe()}")
     try:
         import jax
     except Exception as e:  # any import failure means: not usable here
