@@ -17,6 +17,7 @@ from graphc.backends.numpy import KERNELS
 conv_c = importlib.import_module("graphc.backends.numpy.conv_c")
 native = importlib.import_module("graphc.backends.numpy.native")
 chunks = importlib.import_module("graphc.backends.numpy.chunks")
+lanes = importlib.import_module("graphc.backends.numpy.lanes")
 
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on this machine")
 
@@ -99,6 +100,7 @@ def test_the_thread_count_never_changes_a_number(case, monkeypatch):
     x, w, g, padding = _data(case)
     monkeypatch.setattr(conv_c, "MIN_SPLIT", 1)  # split the forward's images whenever two threads are allowed
     runs = []
+    assert lanes.wait()  # two threads really take parts
     for threads in (1, 2):
         monkeypatch.setitem(chunks.state, "threads", threads)
         runs.append(_three(x, w, g, padding, monkeypatch, c_path=True))

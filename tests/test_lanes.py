@@ -66,8 +66,7 @@ def _run(parts: int, wait_for_helper: bool = False, micros: int = 0) -> np.ndarr
 @pytest.fixture
 def loaded(monkeypatch):
     monkeypatch.setitem(chunks.state, "threads", 2)
-    assert native.library(lanes._SOURCE, lanes.FLAGS, wait=True) is not None
-    assert lanes._runner() is not None
+    assert lanes.wait()
 
 
 def test_every_part_runs_once_and_the_helper_takes_some(loaded):

@@ -17,6 +17,7 @@ from graphc import nn, optim
 
 native = importlib.import_module("graphc.backends.numpy.native")
 chunks = importlib.import_module("graphc.backends.numpy.chunks")
+lanes = importlib.import_module("graphc.backends.numpy.lanes")
 
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on this machine")
 UFUNC = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "neg": np.negative,
@@ -98,6 +99,7 @@ def test_random_programs_give_numpys_bits(dtype, seed):
 def test_every_part_is_computed_on_one_lane_or_two(threads, monkeypatch):
     monkeypatch.setitem(chunks.state, "threads", threads)
     monkeypatch.setattr(native, "MIN_SPLIT", 1000)
+    assert lanes.wait()  # two threads really take parts
     n = 100_003
     rng = np.random.default_rng(1)
     m, g, w = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
@@ -204,6 +206,7 @@ def test_the_c_max_pool_gives_the_numpy_kernels_values_and_indices(dtype, kernel
     monkeypatch.setenv("GRAPHC_NATIVE", "1")
     assert pool._c_max_pool(x, kernel, stride, (0, 0), want[0].shape[2:]) is None  # the build has only started
     assert native.wait_all(), native.status()
+    assert lanes.wait()  # two threads really take parts
     monkeypatch.setattr(pool, "C_SPLIT", 1)  # split the planes between the threads whenever two are allowed
     for threads in (1, 2):
         monkeypatch.setitem(chunks.state, "threads", threads)
@@ -316,6 +319,7 @@ def test_select_c_gives_wheres_bits(dtype, layout, monkeypatch):
     zero = np.asarray(dtype(0))
     assert not elementwise._c_select(c, x, np.empty_like(x), keep=False)  # the build has only started
     assert native.wait_all(), native.status()
+    assert lanes.wait()  # two threads really take parts
     for split in (1 << 40, 128):
         monkeypatch.setattr(elementwise, "SELECT_SPLIT", split)
         for threads in (1, 2):
@@ -408,7 +412,7 @@ def test_the_c_scatter_of_pool_gradients_gives_numpys_bits(dtype, kernel, stride
     want = pool.max_pool2d_indices_grad(g, idx, input_hw=hw, **kw)
     monkeypatch.setenv("GRAPHC_NATIVE", "1")
     pool._pool_lib()
-    assert native.wait_all()
+    assert native.wait_all() and lanes.wait()
     monkeypatch.setattr(pool, "C_SPLIT", 1)
     for threads in (1, 2):
         monkeypatch.setitem(chunks.state, "threads", threads)

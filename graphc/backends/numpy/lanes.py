@@ -29,6 +29,12 @@ def _runner() -> Any:
     return _lib[0]
 
 
+def wait() -> bool:
+    """Wait for lanes.c's build (tests: so that two threads really run the parts); whether it loaded."""
+    native.library(_SOURCE, FLAGS, wait=True)
+    return _runner() is not None
+
+
 def part_function(fn: Any) -> Any:
     """Declare a C part function's signature (fn(const long *args, long part, long lane))."""
     fn.restype = None
